@@ -1,0 +1,2 @@
+//! zenws-mio (work in progress)
+#![deny(missing_docs)]

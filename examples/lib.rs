@@ -1,0 +1,1 @@
+//! Runnable zenws examples live in this package; see `examples/*.rs` and the README.

@@ -1,0 +1,1 @@
+//! zenws test support (work in progress)

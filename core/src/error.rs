@@ -33,6 +33,9 @@ pub enum Error {
     },
     /// The peer sent 1001 "going away" (server restart, deploy): reconnect.
     GoingAway,
+    /// The peer closed normally (1000) without being asked: a client that must
+    /// stay connected reconnects.
+    ClosedByPeer,
     /// `failure_threshold` heartbeats in a row went unanswered: the peer is dead.
     HeartbeatFailed,
     /// No data message arrived within the idle timeout although the transport lived.
@@ -61,6 +64,8 @@ pub enum Error {
     Protocol,
     /// The peer sent a message or frame larger than the configured maximum.
     MessageTooLarge,
+    /// The session's authentication request was answered with an error (bad credentials).
+    AuthRejected,
 }
 
 impl Error {
@@ -81,6 +86,7 @@ impl Error {
                 | Error::UpgradeRejected { .. }
                 | Error::Protocol
                 | Error::MessageTooLarge
+                | Error::AuthRejected
         )
     }
 
@@ -95,7 +101,7 @@ impl Error {
     /// Classify a close code the peer sent (1000 is a normal close, not an error).
     pub fn from_close_code(code: u16) -> Option<Error> {
         match code {
-            1000 => None,
+            1000 => None, // see Error::ClosedByPeer: the caller decides
             1001 => Some(Error::GoingAway),
             1002 | 1003 | 1007 | 1008 | 1010 => Some(Error::Protocol),
             1009 => Some(Error::MessageTooLarge),
@@ -114,6 +120,7 @@ impl Error {
             Error::Io => "io",
             Error::AbnormalClose { .. } => "abnormal_close",
             Error::GoingAway => "going_away",
+            Error::ClosedByPeer => "closed_by_peer",
             Error::HeartbeatFailed => "heartbeat_failed",
             Error::IdleTimeout => "idle_timeout",
             Error::CloseTimeout => "close_timeout",
@@ -124,6 +131,7 @@ impl Error {
             Error::UpgradeRejected { .. } => "upgrade_rejected",
             Error::Protocol => "protocol",
             Error::MessageTooLarge => "message_too_large",
+            Error::AuthRejected => "auth_rejected",
         }
     }
 }
@@ -132,25 +140,31 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::ConnectionRefused => f.write_str("connection refused by peer"),
-            Error::ConnectionReset => f.write_str("connection reset or closed without a close frame"),
+            Error::ConnectionReset => {
+                f.write_str("connection reset or closed without a close frame")
+            }
             Error::ConnectTimeout => f.write_str("connect/handshake did not finish in time"),
             Error::Dns => f.write_str("name resolution failed"),
             Error::Unreachable => f.write_str("host or network unreachable"),
             Error::Io => f.write_str("I/O error on the connection"),
             Error::AbnormalClose { code } => write!(f, "peer closed abnormally (code {code})"),
             Error::GoingAway => f.write_str("peer is going away (1001)"),
+            Error::ClosedByPeer => f.write_str("peer closed the connection (1000)"),
             Error::HeartbeatFailed => f.write_str("heartbeat failed: peer stopped answering"),
             Error::IdleTimeout => f.write_str("no data received within the idle timeout"),
             Error::CloseTimeout => f.write_str("close handshake timed out"),
             Error::UpgradeUnavailable { status } => {
                 write!(f, "upgrade answered HTTP {status} (server unavailable)")
             }
-            Error::InvalidUrl => f.write_str("invalid URL (expected ws:// or wss://host[:port]/path)"),
+            Error::InvalidUrl => {
+                f.write_str("invalid URL (expected ws:// or wss://host[:port]/path)")
+            }
             Error::TlsCertificate => f.write_str("TLS certificate rejected"),
             Error::Tls => f.write_str("TLS handshake failed"),
             Error::UpgradeRejected { status } => write!(f, "upgrade refused with HTTP {status}"),
             Error::Protocol => f.write_str("WebSocket protocol violation by the peer"),
             Error::MessageTooLarge => f.write_str("message or frame exceeds the size limit"),
+            Error::AuthRejected => f.write_str("authentication rejected by the server"),
         }
     }
 }
@@ -189,7 +203,11 @@ impl fmt::Display for SendError {
             SendError::QueueFull => f.write_str("outbound queue is full"),
             SendError::MessageTooLarge => f.write_str("message exceeds max_message_size"),
             SendError::RateLimited { retry_after } => {
-                write!(f, "rate limited, retry after {} ms", retry_after.as_millis())
+                write!(
+                    f,
+                    "rate limited, retry after {} ms",
+                    retry_after.as_millis()
+                )
             }
         }
     }

@@ -46,14 +46,19 @@ impl RestartType {
     /// ```
     /// use zenws_core::supervisor::RestartType;
     /// use zenws_core::{Error, ExitReason};
-    /// assert!(RestartType::Transient.wants_restart(&ExitReason::Fatal(Error::Tls)));
+    /// assert!(RestartType::Transient.wants_restart(&ExitReason::RetriesExhausted { last: Error::Io }));
+    /// // A fatal error (bad certificate, 401, protocol) can't be fixed by a restart:
+    /// assert!(!RestartType::Transient.wants_restart(&ExitReason::Fatal(Error::Tls)));
     /// assert!(!RestartType::Transient.wants_restart(&ExitReason::Normal));
     /// assert!(RestartType::Permanent.wants_restart(&ExitReason::Normal));
     /// ```
     pub fn wants_restart(self, reason: &ExitReason) -> bool {
         match self {
             RestartType::Permanent => true,
-            RestartType::Transient => reason.is_abnormal(),
+            // Unlike OTP, a transient child that failed *fatally* is not
+            // restarted: the failure would repeat, burn the shared restart
+            // budget and escalate, stopping every healthy sibling.
+            RestartType::Transient => matches!(reason, ExitReason::RetriesExhausted { .. }),
             RestartType::Temporary => false,
         }
     }
@@ -312,7 +317,7 @@ mod tests {
             (Permanent, FATAL, restart),
             (Permanent, EXHAUSTED, restart),
             (Transient, NORMAL, Decision::Remove),
-            (Transient, FATAL, restart),
+            (Transient, FATAL, Decision::Remove),
             (Transient, EXHAUSTED, restart),
             (Temporary, NORMAL, Decision::Remove),
             (Temporary, FATAL, Decision::Remove),
@@ -393,7 +398,7 @@ mod tests {
     fn window_slides() {
         let mut s = sup(3, secs(60));
         for t in [0, 10, 20] {
-            s.handle_exit(T0 + secs(t), RestartType::Transient, &FATAL);
+            s.handle_exit(T0 + secs(t), RestartType::Transient, &EXHAUSTED);
         }
         assert_eq!(s.restarts_in_window(T0 + secs(20)), 3);
         // At t = 60 the restart at 0 is exactly max_seconds old: still counted (inclusive).
@@ -402,12 +407,12 @@ mod tests {
         let just_after = T0 + secs(60) + Duration::from_nanos(1);
         assert_eq!(s.restarts_in_window(just_after), 2);
         assert!(matches!(
-            s.handle_exit(just_after, RestartType::Transient, &FATAL),
+            s.handle_exit(just_after, RestartType::Transient, &EXHAUSTED),
             Decision::Restart { .. }
         ));
         // Window now holds 10, 20, 60+ε: full again.
         assert!(matches!(
-            s.handle_exit(T0 + secs(70), RestartType::Transient, &FATAL),
+            s.handle_exit(T0 + secs(70), RestartType::Transient, &EXHAUSTED),
             Decision::Escalate { restarts: 3, .. }
         ));
     }

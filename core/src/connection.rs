@@ -1,0 +1,613 @@
+//! One client's lifecycle: the state machine every other piece plugs into.
+//!
+//! ```text
+//!          connect()            handle_open()
+//!   Idle ─────────────► Connecting ─────────► Open ──close()──► Closing ──► Stopped
+//!                         ▲   │ error/timeout   │ error, peer close,          (normal)
+//!                         │   ▼                 │ heartbeat dead, idle
+//!                         └─ Backoff ◄──────────┘
+//!                              │ retries exhausted / fatal error
+//!                              ▼
+//!                            Failed (abnormal, with the reason)
+//! ```
+//!
+//! Input goes in through `handle_*` and [`Connection::handle_timeout`];
+//! decisions come out of [`Connection::poll_action`] (socket work for the
+//! driver) and [`Connection::poll_event`] (what to tell the user). Every
+//! socket gets an *epoch*; input tagged with an old epoch is ignored, so a
+//! late frame or timer of a previous socket never acts on the current one.
+
+use crate::error::{Error, SendError};
+use crate::exit::ExitReason;
+use crate::frame::Frame;
+use crate::health::{Health, HealthStatus, Metrics};
+use crate::heartbeat::{Heartbeat, HeartbeatConfig};
+use crate::ratelimit::{RateLimit, TokenBucket};
+use crate::retry::{Backoff, RetryPolicy};
+use crate::time::{earliest, Instant};
+use core::time::Duration;
+use heapless::Deque;
+
+/// Identifies one socket of a connection; bumps on every attempt.
+pub type Epoch = u32;
+
+/// Everything one connection's decisions depend on.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionConfig {
+    /// TCP + TLS + upgrade must finish within this (default 5 s).
+    pub connect_timeout: Duration,
+    /// Our close frame must be answered within this (default 2 s).
+    pub close_timeout: Duration,
+    /// Reconnect policy.
+    pub retry: RetryPolicy,
+    /// Liveness checks.
+    pub heartbeat: HeartbeatConfig,
+    /// Reconnect if no *data* message arrives for this long (heartbeat traffic
+    /// does not count). Catches a feed that went quiet on a live transport.
+    pub idle_timeout: Option<Duration>,
+    /// Largest message accepted in either direction (default 16 MiB).
+    pub max_message_size: usize,
+    /// Bound on bytes waiting to be written; a send beyond it is
+    /// [`SendError::QueueFull`] (default 4 MiB).
+    pub max_pending_bytes: usize,
+    /// Optional token bucket consulted before each user send.
+    pub rate_limit: Option<RateLimit>,
+    /// Seed for retry jitter: same seed, same delays.
+    pub seed: u64,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            connect_timeout: Duration::from_secs(5),
+            close_timeout: Duration::from_secs(2),
+            retry: RetryPolicy::default(),
+            heartbeat: HeartbeatConfig::default(),
+            idle_timeout: None,
+            max_message_size: 16 << 20,
+            max_pending_bytes: 4 << 20,
+            rate_limit: None,
+            seed: 0x5eed,
+        }
+    }
+}
+
+/// Socket work for the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Open a new socket (resolve, TCP, TLS, upgrade) for this epoch, then
+    /// report [`Connection::handle_open`] or [`Connection::handle_error`].
+    Connect {
+        /// The new socket's epoch.
+        epoch: Epoch,
+    },
+    /// Write a core-generated frame on the socket of `epoch`.
+    Send {
+        /// Target socket.
+        epoch: Epoch,
+        /// What to send; render with [`Frame::encode`].
+        frame: Frame,
+    },
+    /// Start the close handshake with `code`; report completion with
+    /// [`Connection::handle_closed`].
+    Close {
+        /// Target socket.
+        epoch: Epoch,
+        /// Close code (1000 for a user close).
+        code: u16,
+    },
+    /// Drop the socket now: try one close frame with `code` if the transport
+    /// is writable, but never wait on a dead peer.
+    Abort {
+        /// Target socket.
+        epoch: Epoch,
+        /// Close code for the best-effort close frame (1011 heartbeat/idle, 1001 user stop).
+        code: u16,
+    },
+}
+
+/// What to tell the user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A connection attempt started.
+    Connecting {
+        /// The socket's epoch.
+        epoch: Epoch,
+        /// 0 for the first attempt of an outage, then 1, 2, ...
+        attempt: u32,
+    },
+    /// The WebSocket is open; sends are accepted.
+    Opened {
+        /// The socket's epoch.
+        epoch: Epoch,
+    },
+    /// An open connection was lost.
+    Disconnected {
+        /// The socket's epoch.
+        epoch: Epoch,
+        /// Why.
+        reason: Error,
+    },
+    /// The next attempt starts after `delay`.
+    Reconnecting {
+        /// Attempt number within this outage (1-based).
+        attempt: u32,
+        /// Backoff before it.
+        delay: Duration,
+        /// The failure that caused it.
+        reason: Error,
+    },
+    /// A heartbeat went unanswered.
+    HeartbeatMissed {
+        /// Misses in a row.
+        consecutive: u32,
+    },
+    /// The heartbeat threshold was reached; the socket is aborted.
+    HeartbeatFailed,
+    /// This incarnation ended: what a supervisor reacts to.
+    Exited(ExitReason),
+}
+
+/// What to do with an incoming data message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Hand it to the user.
+    Deliver,
+    /// Heartbeat traffic, handled by the core.
+    Consumed,
+    /// From an old socket or a connection that is not open: drop it.
+    Stale,
+}
+
+/// The lifecycle state (see the module diagram).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Not started.
+    Idle,
+    /// A socket is being opened.
+    Connecting,
+    /// Open.
+    Open,
+    /// Waiting for the peer's close frame after a user close.
+    Closing,
+    /// Waiting before the next attempt.
+    Backoff,
+    /// Ended normally.
+    Stopped,
+    /// Ended abnormally.
+    Failed(ExitReason),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    Idle,
+    Connecting { deadline: Instant },
+    Open { idle_deadline: Option<Instant> },
+    Closing { deadline: Instant },
+    Backoff { until: Instant },
+    Stopped,
+    Failed(ExitReason),
+}
+
+const QUEUE: usize = 8;
+
+/// One client's decision core. See the [module docs](self).
+#[derive(Debug)]
+pub struct Connection {
+    config: ConnectionConfig,
+    phase: Phase,
+    epoch: Epoch,
+    attempt: u32,
+    backoff: Backoff,
+    heartbeat: Heartbeat,
+    bucket: Option<TokenBucket>,
+    last_data: Option<Instant>,
+    metrics: Metrics,
+    actions: Deque<Action, QUEUE>,
+    events: Deque<Event, QUEUE>,
+}
+
+impl Connection {
+    /// A connection in [`State::Idle`]; call [`Connection::connect`] to start.
+    pub fn new(config: ConnectionConfig) -> Self {
+        Connection {
+            phase: Phase::Idle,
+            epoch: 0,
+            attempt: 0,
+            backoff: Backoff::new(config.seed),
+            heartbeat: Heartbeat::new(config.heartbeat),
+            bucket: config.rate_limit.map(|r| r.bucket()),
+            last_data: None,
+            metrics: Metrics::default(),
+            actions: Deque::new(),
+            events: Deque::new(),
+            config,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ConnectionConfig {
+        &self.config
+    }
+
+    /// The current socket's epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The lifecycle state.
+    pub fn state(&self) -> State {
+        match self.phase {
+            Phase::Idle => State::Idle,
+            Phase::Connecting { .. } => State::Connecting,
+            Phase::Open { .. } => State::Open,
+            Phase::Closing { .. } => State::Closing,
+            Phase::Backoff { .. } => State::Backoff,
+            Phase::Stopped => State::Stopped,
+            Phase::Failed(r) => State::Failed(r),
+        }
+    }
+
+    /// `true` once stopped or failed: no more actions will come.
+    pub fn is_terminated(&self) -> bool {
+        matches!(self.phase, Phase::Stopped | Phase::Failed(_))
+    }
+
+    /// `true` while sends are accepted.
+    pub fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open { .. })
+    }
+
+    fn push_action(&mut self, a: Action) {
+        // Each input emits at most a few actions and the driver drains after
+        // every input, so this never fills; if it did, keep the newest.
+        if self.actions.push_back(a).is_err() {
+            log::error!("zenws-core: action queue overflow, dropping oldest");
+            self.actions.pop_front();
+            let _ = self.actions.push_back(a);
+        }
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.push_back(e).is_err() {
+            log::warn!("zenws-core: event queue full, dropping oldest event");
+            self.events.pop_front();
+            let _ = self.events.push_back(e);
+        }
+    }
+
+    /// Next socket action for the driver.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Next event for the user.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Connection::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Connecting { deadline } | Phase::Closing { deadline } => Some(deadline),
+            Phase::Backoff { until } => Some(until),
+            Phase::Open { idle_deadline } => earliest(idle_deadline, self.heartbeat.poll_timeout()),
+            Phase::Idle | Phase::Stopped | Phase::Failed(_) => None,
+        }
+    }
+
+    /// Start connecting (from [`State::Idle`]; ignored otherwise).
+    pub fn connect(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Idle) {
+            self.start_attempt(now);
+        }
+    }
+
+    fn start_attempt(&mut self, now: Instant) {
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.metrics.opens > 0 || self.attempt > 0 {
+            self.metrics.reconnects = self.metrics.reconnects.saturating_add(1);
+        }
+        self.phase = Phase::Connecting {
+            deadline: now + self.config.connect_timeout,
+        };
+        self.push_action(Action::Connect { epoch: self.epoch });
+        self.push_event(Event::Connecting {
+            epoch: self.epoch,
+            attempt: self.attempt,
+        });
+    }
+
+    fn live(&self, epoch: Epoch) -> bool {
+        epoch == self.epoch
+            && matches!(
+                self.phase,
+                Phase::Connecting { .. } | Phase::Open { .. } | Phase::Closing { .. }
+            )
+    }
+
+    /// The socket of `epoch` finished its WebSocket handshake.
+    pub fn handle_open(&mut self, now: Instant, epoch: Epoch) {
+        if epoch != self.epoch || !matches!(self.phase, Phase::Connecting { .. }) {
+            return;
+        }
+        self.attempt = 0;
+        self.metrics.opens = self.metrics.opens.saturating_add(1);
+        self.backoff.on_open(now);
+        self.last_data = Some(now);
+        self.phase = Phase::Open {
+            idle_deadline: self.config.idle_timeout.map(|d| now + d),
+        };
+        self.push_event(Event::Opened { epoch });
+        if let Some(frame) = self.heartbeat.on_open(now) {
+            self.push_action(Action::Send { epoch, frame });
+        }
+    }
+
+    /// The socket of `epoch` failed (connect refused, TLS rejected, reset, ...).
+    /// The driver has already dropped it.
+    pub fn handle_error(&mut self, now: Instant, epoch: Epoch, error: Error) {
+        if !self.live(epoch) {
+            return;
+        }
+        if matches!(self.phase, Phase::Closing { .. }) {
+            // We were closing anyway: the user asked for it, so it ends normally.
+            return self.finish(ExitReason::Normal);
+        }
+        self.lost(now, error);
+    }
+
+    /// The socket of `epoch` closed: the peer's close frame (`Some(code)`) or
+    /// EOF without one (`None`). The driver has already dropped it.
+    pub fn handle_closed(&mut self, now: Instant, epoch: Epoch, code: Option<u16>) {
+        if !self.live(epoch) {
+            return;
+        }
+        if matches!(self.phase, Phase::Closing { .. }) {
+            return self.finish(ExitReason::Normal);
+        }
+        let error = match code {
+            None => Error::ConnectionReset,
+            Some(c) => Error::from_close_code(c).unwrap_or(Error::ClosedByPeer),
+        };
+        self.lost(now, error);
+    }
+
+    /// A socket is gone (or must go, `abort` = true) because of `error`:
+    /// decide between backoff and exit.
+    fn lost(&mut self, now: Instant, error: Error) {
+        let was_open = matches!(self.phase, Phase::Open { .. });
+        self.heartbeat.on_close();
+        if was_open {
+            self.backoff.on_close(now, &self.config.retry);
+            self.push_event(Event::Disconnected {
+                epoch: self.epoch,
+                reason: error,
+            });
+        }
+        if !error.is_transient() {
+            return self.finish(ExitReason::Fatal(error));
+        }
+        match self.backoff.on_failure(now, &self.config.retry) {
+            Some(delay) => {
+                self.attempt = self.attempt.saturating_add(1);
+                self.phase = Phase::Backoff { until: now + delay };
+                self.push_event(Event::Reconnecting {
+                    attempt: self.attempt,
+                    delay,
+                    reason: error,
+                });
+            }
+            None => self.finish(ExitReason::RetriesExhausted { last: error }),
+        }
+    }
+
+    fn abort_and_lose(&mut self, now: Instant, error: Error, code: u16) {
+        self.push_action(Action::Abort {
+            epoch: self.epoch,
+            code,
+        });
+        self.lost(now, error);
+    }
+
+    fn finish(&mut self, reason: ExitReason) {
+        self.heartbeat.on_close();
+        self.phase = match reason {
+            ExitReason::Normal => Phase::Stopped,
+            r => Phase::Failed(r),
+        };
+        self.push_event(Event::Exited(reason));
+    }
+
+    /// A data message arrived on `epoch`. Returns what to do with it.
+    pub fn handle_message(&mut self, now: Instant, epoch: Epoch, data: &[u8]) -> Delivery {
+        if epoch != self.epoch || !matches!(self.phase, Phase::Open { .. } | Phase::Closing { .. })
+        {
+            return Delivery::Stale;
+        }
+        if data.len() > self.config.max_message_size {
+            self.abort_and_lose(now, Error::MessageTooLarge, 1009);
+            return Delivery::Stale;
+        }
+        let inbound = self.heartbeat.on_message(now, data);
+        if let Some(frame) = inbound.reply {
+            self.push_action(Action::Send { epoch, frame });
+        }
+        if inbound.consumed {
+            return Delivery::Consumed;
+        }
+        self.last_data = Some(now);
+        if let Phase::Open {
+            idle_deadline: Some(_),
+        } = self.phase
+        {
+            self.phase = Phase::Open {
+                idle_deadline: self.config.idle_timeout.map(|d| now + d),
+            };
+        }
+        self.metrics.messages_in = self.metrics.messages_in.saturating_add(1);
+        Delivery::Deliver
+    }
+
+    /// A pong arrived on `epoch`.
+    pub fn handle_pong(&mut self, now: Instant, epoch: Epoch, payload: &[u8]) {
+        if epoch == self.epoch && matches!(self.phase, Phase::Open { .. }) {
+            self.heartbeat.on_pong(now, payload);
+        }
+    }
+
+    /// A ping arrived on `epoch`: returns `true` if a pong with the same
+    /// payload must be sent now (the driver sends it; tungstenite does this
+    /// on its own, in which case the answer is informational).
+    pub fn handle_ping(&mut self, _now: Instant, epoch: Epoch, payload: &[u8]) -> bool {
+        self.live(epoch) && payload.len() <= 125
+    }
+
+    /// May the user send `data` now? `pending_bytes` is what the socket
+    /// still has to write. On `Ok` the driver writes it; on `Err` the caller
+    /// still owns the message: nothing is queued or dropped silently.
+    pub fn handle_send(
+        &mut self,
+        now: Instant,
+        data: &[u8],
+        pending_bytes: usize,
+    ) -> Result<(), SendError> {
+        match self.phase {
+            Phase::Open { .. } => {}
+            Phase::Stopped | Phase::Failed(_) => return Err(SendError::Stopped),
+            _ => return Err(SendError::NotConnected),
+        }
+        if data.len() > self.config.max_message_size {
+            return Err(SendError::MessageTooLarge);
+        }
+        if pending_bytes > 0
+            && pending_bytes.saturating_add(data.len()) > self.config.max_pending_bytes
+        {
+            return Err(SendError::QueueFull);
+        }
+        if let (Some(bucket), Some(limit)) = (self.bucket.as_mut(), self.config.rate_limit.as_ref())
+        {
+            let cost = (limit.cost)(data);
+            bucket
+                .try_acquire(now, cost)
+                .map_err(|retry_after| SendError::RateLimited { retry_after })?;
+        }
+        self.metrics.messages_out = self.metrics.messages_out.saturating_add(1);
+        Ok(())
+    }
+
+    /// The user closes the client: a normal exit, never restarted by a
+    /// transient policy. Open → close handshake (1000); otherwise at once.
+    pub fn close(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Open { .. } => {
+                self.heartbeat.on_close();
+                self.phase = Phase::Closing {
+                    deadline: now + self.config.close_timeout,
+                };
+                self.push_action(Action::Close {
+                    epoch: self.epoch,
+                    code: 1000,
+                });
+            }
+            Phase::Connecting { .. } => {
+                self.push_action(Action::Abort {
+                    epoch: self.epoch,
+                    code: 1001,
+                });
+                self.finish(ExitReason::Normal);
+            }
+            Phase::Idle | Phase::Backoff { .. } => self.finish(ExitReason::Normal),
+            Phase::Closing { .. } | Phase::Stopped | Phase::Failed(_) => {}
+        }
+    }
+
+    /// Timers: connect/close deadlines, backoff expiry, heartbeat, idle.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Connecting { deadline } if now >= deadline => {
+                self.abort_and_lose(now, Error::ConnectTimeout, 1001)
+            }
+            Phase::Backoff { until } if now >= until => self.start_attempt(now),
+            Phase::Closing { deadline } if now >= deadline => {
+                self.push_action(Action::Abort {
+                    epoch: self.epoch,
+                    code: 1000,
+                });
+                self.finish(ExitReason::Normal);
+            }
+            Phase::Open { idle_deadline } => {
+                if idle_deadline.is_some_and(|d| now >= d) {
+                    return self.abort_and_lose(now, Error::IdleTimeout, 1011);
+                }
+                let tick = self.heartbeat.handle_timeout(now);
+                if let Some(consecutive) = tick.missed {
+                    self.push_event(Event::HeartbeatMissed { consecutive });
+                }
+                if tick.dead {
+                    self.push_event(Event::HeartbeatFailed);
+                    return self.abort_and_lose(now, Error::HeartbeatFailed, 1011);
+                }
+                if let Some(frame) = tick.send {
+                    self.push_action(Action::Send {
+                        epoch: self.epoch,
+                        frame,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Begin a fresh incarnation (a supervisor restart): new retry ladder,
+    /// heartbeat and rate-limit state; the epoch keeps counting so nothing
+    /// from an old socket can act on the new one. Connects at `at`.
+    pub fn restart(&mut self, now: Instant, at: Instant) {
+        if self.live(self.epoch) {
+            self.push_action(Action::Abort {
+                epoch: self.epoch,
+                code: 1001,
+            });
+        }
+        self.backoff = Backoff::new(self.config.seed ^ u64::from(self.metrics.restarts + 1));
+        self.heartbeat = Heartbeat::new(self.config.heartbeat);
+        self.bucket = self.config.rate_limit.map(|r| r.bucket());
+        self.attempt = 0;
+        self.metrics.restarts = self.metrics.restarts.saturating_add(1);
+        if at <= now {
+            self.start_attempt(now);
+        } else {
+            self.phase = Phase::Backoff { until: at };
+        }
+    }
+
+    /// Health snapshot.
+    pub fn health(&self) -> Health {
+        let status = match self.phase {
+            Phase::Open { .. } if self.heartbeat.consecutive_failures() > 0 => {
+                HealthStatus::Degraded
+            }
+            Phase::Open { .. } => HealthStatus::Healthy,
+            Phase::Stopped => HealthStatus::Stopped,
+            Phase::Failed(_) => HealthStatus::Failed,
+            _ => HealthStatus::Disconnected,
+        };
+        let rtt = self.heartbeat.rtt();
+        Health {
+            status,
+            last_heartbeat: self.heartbeat.last_seen(),
+            last_data: self.last_data,
+            consecutive_failures: self.heartbeat.consecutive_failures(),
+            total_failures: self.heartbeat.total_failures(),
+            rtt_last: rtt.last(),
+            rtt_min: rtt.min(),
+            rtt_p50: rtt.p50(),
+            rtt_p99: rtt.p99(),
+        }
+    }
+
+    /// Counters.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics
+    }
+}

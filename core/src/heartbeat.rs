@@ -1,0 +1,514 @@
+//! Heartbeats that act: detect a dead peer and say so.
+//!
+//! Three strategies, one contract: after `failure_threshold` consecutive
+//! misses the peer is declared dead and the connection aborts and reconnects.
+//! A silent peer is detected no later than
+//! `interval × failure_threshold + timeout` after its last sign of life
+//! (for Deribit, `timeout` is the grace period).
+//!
+//! - [`Strategy::Ping`]: WebSocket pings with unique 8-byte payloads on a
+//!   fixed cadence; a pong carrying the outstanding token is the only sign
+//!   of life (an unsolicited or stale pong is ignored). Measures RTT.
+//! - [`Strategy::Deribit`]: on open, ask for `public/set_heartbeat`; answer
+//!   each `test_request` with `public/test` at once; every server heartbeat
+//!   (either type) is a sign of life; none within `interval + grace` is a miss.
+//! - [`Strategy::Custom`]: a fixed payload and a matcher recognising replies.
+//!
+//! Heartbeat state lives per socket: [`Heartbeat::on_open`] resets it, so a
+//! heartbeat is never replayed onto a replacement connection.
+
+use crate::frame::{Frame, FrameKind, CORE_ID_BASE};
+use crate::json;
+use crate::rtt::RttWindow;
+use crate::time::Instant;
+use core::time::Duration;
+
+/// How liveness is checked.
+#[derive(Clone, Copy, Debug)]
+pub enum Strategy {
+    /// No heartbeat (the idle timeout may still apply).
+    None,
+    /// WebSocket ping every `interval`; a pong must come within `timeout`
+    /// (clamped to `interval`: one ping outstanding at a time).
+    Ping {
+        /// Time between pings.
+        interval: Duration,
+        /// How long a ping may stay unanswered before it counts as a miss.
+        timeout: Duration,
+    },
+    /// Deribit application heartbeat (`public/set_heartbeat`).
+    Deribit {
+        /// Seconds between server heartbeats; Deribit's minimum is 10 (raised to it).
+        interval_secs: u32,
+        /// Extra time after `interval` before a missing heartbeat counts as a miss.
+        grace: Duration,
+    },
+    /// A custom application ping.
+    Custom {
+        /// Time between pings.
+        interval: Duration,
+        /// How long a ping may stay unanswered.
+        timeout: Duration,
+        /// Payload of the ping.
+        payload: &'static [u8],
+        /// Sent as text, binary or a WebSocket ping.
+        kind: FrameKind,
+        /// Recognises the peer's reply among incoming data messages.
+        is_reply: fn(&[u8]) -> bool,
+    },
+}
+
+/// Heartbeat configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct HeartbeatConfig {
+    /// The strategy.
+    pub strategy: Strategy,
+    /// Consecutive misses that declare the peer dead (default 2, minimum 1).
+    pub failure_threshold: u32,
+}
+
+impl Default for HeartbeatConfig {
+    /// Ping every 15 s, 10 s pong timeout, dead after 2 misses.
+    fn default() -> Self {
+        HeartbeatConfig {
+            strategy: Strategy::Ping {
+                interval: Duration::from_secs(15),
+                timeout: Duration::from_secs(10),
+            },
+            failure_threshold: 2,
+        }
+    }
+}
+
+impl HeartbeatConfig {
+    /// No heartbeat.
+    pub const fn none() -> Self {
+        HeartbeatConfig {
+            strategy: Strategy::None,
+            failure_threshold: 2,
+        }
+    }
+    /// WebSocket ping/pong.
+    pub const fn ping(interval: Duration, timeout: Duration) -> Self {
+        HeartbeatConfig {
+            strategy: Strategy::Ping { interval, timeout },
+            failure_threshold: 2,
+        }
+    }
+    /// Deribit heartbeat with a grace of 5 s.
+    pub const fn deribit(interval_secs: u32) -> Self {
+        HeartbeatConfig {
+            strategy: Strategy::Deribit {
+                interval_secs,
+                grace: Duration::from_secs(5),
+            },
+            failure_threshold: 2,
+        }
+    }
+    /// The worst-case time from the last sign of life to declaring the peer
+    /// dead: `interval × threshold + timeout`. `None` without a heartbeat.
+    pub fn detection_bound(&self) -> Option<Duration> {
+        let th = self.failure_threshold.max(1);
+        let (interval, timeout) = match self.strategy {
+            Strategy::None => return None,
+            Strategy::Ping { interval, timeout }
+            | Strategy::Custom {
+                interval, timeout, ..
+            } => (interval, timeout.min(interval)),
+            Strategy::Deribit {
+                interval_secs,
+                grace,
+            } => (Duration::from_secs(u64::from(interval_secs.max(10))), grace),
+        };
+        Some(interval.saturating_mul(th).saturating_add(timeout))
+    }
+}
+
+/// What a timer tick decided.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tick {
+    /// A frame to send now.
+    pub send: Option<Frame>,
+    /// A miss was counted: this many in a row.
+    pub missed: Option<u32>,
+    /// The threshold was reached: abort the connection.
+    pub dead: bool,
+}
+
+/// What an incoming data message meant to the heartbeat.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Inbound {
+    /// Heartbeat traffic: don't deliver it to the user.
+    pub consumed: bool,
+    /// A reply to send at once (Deribit `public/test`).
+    pub reply: Option<Frame>,
+}
+
+/// Per-connection heartbeat state.
+#[derive(Clone, Debug)]
+pub struct Heartbeat {
+    config: HeartbeatConfig,
+    /// When the next ping goes out (Ping/Custom) or the next miss is due (Deribit).
+    next: Option<Instant>,
+    /// Outstanding ping: (token, sent at).
+    outstanding: Option<(u64, Instant)>,
+    next_token: u64,
+    next_id: u64,
+    consecutive: u32,
+    total: u32,
+    last_seen: Option<Instant>,
+    rtt: RttWindow<16>,
+}
+
+impl Heartbeat {
+    /// Fresh state for `config`.
+    pub fn new(config: HeartbeatConfig) -> Self {
+        Heartbeat {
+            config,
+            next: None,
+            outstanding: None,
+            next_token: 1,
+            next_id: CORE_ID_BASE,
+            consecutive: 0,
+            total: 0,
+            last_seen: None,
+            rtt: RttWindow::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HeartbeatConfig {
+        &self.config
+    }
+
+    fn threshold(&self) -> u32 {
+        self.config.failure_threshold.max(1)
+    }
+
+    /// A new socket opened: start the schedule; may return a frame to send
+    /// (Deribit's `set_heartbeat`). Anything outstanding from the previous
+    /// socket is forgotten.
+    pub fn on_open(&mut self, now: Instant) -> Option<Frame> {
+        self.outstanding = None;
+        self.consecutive = 0;
+        self.last_seen = Some(now);
+        match self.config.strategy {
+            Strategy::None => {
+                self.next = None;
+                None
+            }
+            Strategy::Ping { interval, .. } | Strategy::Custom { interval, .. } => {
+                self.next = Some(now + interval);
+                None
+            }
+            Strategy::Deribit {
+                interval_secs,
+                grace,
+            } => {
+                let secs = interval_secs.max(10);
+                self.next = Some(now + Duration::from_secs(u64::from(secs)) + grace);
+                let id = self.take_id();
+                Some(Frame::DeribitSetHeartbeat {
+                    id,
+                    interval_secs: secs,
+                })
+            }
+        }
+    }
+
+    /// The socket closed: stop all timers.
+    pub fn on_close(&mut self) {
+        self.next = None;
+        self.outstanding = None;
+    }
+
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(CORE_ID_BASE);
+        id
+    }
+
+    /// When [`Heartbeat::handle_timeout`] must run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let pong_due = match (self.outstanding, self.config.strategy) {
+            (Some((_, sent)), Strategy::Ping { timeout, interval })
+            | (
+                Some((_, sent)),
+                Strategy::Custom {
+                    timeout, interval, ..
+                },
+            ) => Some(sent + timeout.min(interval)),
+            _ => None,
+        };
+        crate::time::earliest(self.next, pong_due)
+    }
+
+    fn miss(&mut self, tick: &mut Tick) {
+        self.consecutive = self.consecutive.saturating_add(1);
+        self.total = self.total.saturating_add(1);
+        tick.missed = Some(self.consecutive);
+        if self.consecutive >= self.threshold() {
+            tick.dead = true;
+        }
+    }
+
+    /// Advance timers to `now`.
+    pub fn handle_timeout(&mut self, now: Instant) -> Tick {
+        let mut tick = Tick::default();
+        match self.config.strategy {
+            Strategy::None => {}
+            Strategy::Ping { interval, timeout }
+            | Strategy::Custom {
+                interval, timeout, ..
+            } => {
+                if let Some((_, sent)) = self.outstanding {
+                    if now >= sent + timeout.min(interval) {
+                        self.outstanding = None;
+                        self.miss(&mut tick);
+                        if tick.dead {
+                            self.next = None;
+                            return tick;
+                        }
+                    }
+                }
+                if let Some(next) = self.next {
+                    if now >= next && self.outstanding.is_none() {
+                        let token = self.next_token;
+                        self.next_token = self.next_token.wrapping_add(1);
+                        self.outstanding = Some((token, now));
+                        // Fixed cadence from the scheduled time keeps the detection bound.
+                        self.next = Some(next + interval);
+                        tick.send = Some(match self.config.strategy {
+                            Strategy::Custom { payload, kind, .. } => {
+                                Frame::Custom { payload, kind }
+                            }
+                            _ => Frame::Ping { token },
+                        });
+                    }
+                }
+            }
+            Strategy::Deribit { interval_secs, .. } => {
+                if let Some(next) = self.next {
+                    if now >= next {
+                        self.miss(&mut tick);
+                        let interval = Duration::from_secs(u64::from(interval_secs.max(10)));
+                        self.next = if tick.dead {
+                            None
+                        } else {
+                            Some(next + interval)
+                        };
+                    }
+                }
+            }
+        }
+        tick
+    }
+
+    fn alive(&mut self, now: Instant) {
+        self.consecutive = 0;
+        self.last_seen = Some(now);
+    }
+
+    /// A pong arrived. Only the outstanding token counts (Ping strategy), or
+    /// any pong while a Custom ping of kind `Ping` is outstanding.
+    pub fn on_pong(&mut self, now: Instant, payload: &[u8]) {
+        let Some((token, sent)) = self.outstanding else {
+            return;
+        };
+        let matches = match self.config.strategy {
+            Strategy::Ping { .. } => Frame::ping_token(payload) == Some(token),
+            Strategy::Custom {
+                kind: FrameKind::Ping,
+                ..
+            } => true,
+            _ => false,
+        };
+        if matches {
+            self.outstanding = None;
+            self.rtt.record(now - sent);
+            self.alive(now);
+        }
+    }
+
+    /// A data message arrived: is it heartbeat traffic, and must we answer?
+    pub fn on_message(&mut self, now: Instant, data: &[u8]) -> Inbound {
+        match self.config.strategy {
+            Strategy::Deribit {
+                interval_secs,
+                grace,
+            } => {
+                let Ok(view) = json::scan(data) else {
+                    return Inbound::default();
+                };
+                if view.method == Some("heartbeat") {
+                    self.alive(now);
+                    let interval = Duration::from_secs(u64::from(interval_secs.max(10)));
+                    self.next = Some(now + interval + grace);
+                    let reply = if view.params_type == Some("test_request") {
+                        Some(Frame::DeribitTest { id: self.take_id() })
+                    } else {
+                        None
+                    };
+                    return Inbound {
+                        consumed: true,
+                        reply,
+                    };
+                }
+                // Answers to our own set_heartbeat / public/test requests.
+                let ours = view.id.is_some_and(|id| id >= CORE_ID_BASE);
+                Inbound {
+                    consumed: ours,
+                    reply: None,
+                }
+            }
+            Strategy::Custom { is_reply, .. } => {
+                if is_reply(data) {
+                    if let Some((_, sent)) = self.outstanding.take() {
+                        self.rtt.record(now - sent);
+                    }
+                    self.alive(now);
+                    Inbound {
+                        consumed: true,
+                        reply: None,
+                    }
+                } else {
+                    Inbound::default()
+                }
+            }
+            _ => Inbound::default(),
+        }
+    }
+
+    /// Consecutive misses right now.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive
+    }
+    /// Misses over the connection's life.
+    pub fn total_failures(&self) -> u32 {
+        self.total
+    }
+    /// Last sign of life from the peer.
+    pub fn last_seen(&self) -> Option<Instant> {
+        self.last_seen
+    }
+    /// Round-trip samples (Ping and Custom strategies).
+    pub fn rtt(&self) -> &RttWindow<16> {
+        &self.rtt
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Instant {
+        Instant::from_millis(n)
+    }
+
+    #[test]
+    fn ping_pong_measures_rtt_and_resets_failures() {
+        let mut hb = Heartbeat::new(HeartbeatConfig::ping(
+            Duration::from_millis(100),
+            Duration::from_millis(50),
+        ));
+        assert_eq!(hb.on_open(ms(0)), None);
+        assert_eq!(hb.poll_timeout(), Some(ms(100)));
+        let t = hb.handle_timeout(ms(100));
+        let Some(Frame::Ping { token }) = t.send else {
+            panic!("{t:?}")
+        };
+        hb.on_pong(ms(103), &token.to_be_bytes());
+        assert_eq!(hb.rtt().last(), Some(Duration::from_millis(3)));
+        assert_eq!(hb.consecutive_failures(), 0);
+    }
+
+    #[test]
+    fn stale_pong_is_ignored_and_two_misses_kill() {
+        let mut hb = Heartbeat::new(HeartbeatConfig::ping(
+            Duration::from_millis(100),
+            Duration::from_millis(50),
+        ));
+        hb.on_open(ms(0));
+        let t = hb.handle_timeout(ms(100));
+        assert!(t.send.is_some());
+        hb.on_pong(ms(110), &999u64.to_be_bytes()); // not ours
+        let t = hb.handle_timeout(ms(150));
+        assert_eq!(t.missed, Some(1));
+        assert!(!t.dead);
+        let t = hb.handle_timeout(ms(200));
+        assert!(t.send.is_some());
+        let t = hb.handle_timeout(ms(250));
+        assert_eq!(t.missed, Some(2));
+        assert!(t.dead);
+        assert_eq!(hb.poll_timeout(), None);
+        // detection bound: 100 × 2 + 50 = 250 after last sign of life at 0.
+        assert_eq!(
+            hb.config().detection_bound(),
+            Some(Duration::from_millis(250))
+        );
+    }
+
+    #[test]
+    fn deribit_sets_heartbeat_answers_test_request_and_counts_misses() {
+        let mut hb = Heartbeat::new(HeartbeatConfig::deribit(10));
+        let Some(Frame::DeribitSetHeartbeat {
+            interval_secs: 10,
+            id,
+        }) = hb.on_open(ms(0))
+        else {
+            panic!()
+        };
+        assert!(id >= CORE_ID_BASE);
+        let r = hb.on_message(
+            ms(10_000),
+            br#"{"jsonrpc":"2.0","method":"heartbeat","params":{"type":"test_request"}}"#,
+        );
+        assert!(r.consumed);
+        assert!(matches!(r.reply, Some(Frame::DeribitTest { .. })));
+        let r = hb.on_message(
+            ms(10_001),
+            br#"{"jsonrpc":"2.0","id":9000000000001,"result":"ok"}"#,
+        );
+        assert!(r.consumed);
+        let r = hb.on_message(ms(10_002), br#"{"jsonrpc":"2.0","id":5,"result":"ok"}"#);
+        assert!(!r.consumed);
+        assert_eq!(hb.poll_timeout(), Some(ms(25_000)));
+        assert_eq!(hb.handle_timeout(ms(25_000)).missed, Some(1));
+        let t = hb.handle_timeout(ms(35_000));
+        assert!(t.dead);
+        // 10 s × 2 + 5 s after the last heartbeat at 10 s.
+        assert_eq!(
+            ms(35_000) - ms(10_000),
+            hb.config().detection_bound().unwrap()
+        );
+    }
+
+    #[test]
+    fn custom_strategy_matches_replies() {
+        let cfg = HeartbeatConfig {
+            strategy: Strategy::Custom {
+                interval: Duration::from_millis(100),
+                timeout: Duration::from_millis(50),
+                payload: b"ping",
+                kind: FrameKind::Text,
+                is_reply: |m| m == b"pong",
+            },
+            failure_threshold: 1,
+        };
+        let mut hb = Heartbeat::new(cfg);
+        hb.on_open(ms(0));
+        let t = hb.handle_timeout(ms(100));
+        assert_eq!(
+            t.send,
+            Some(Frame::Custom {
+                payload: b"ping",
+                kind: FrameKind::Text
+            })
+        );
+        assert!(hb.on_message(ms(120), b"pong").consumed);
+        assert!(!hb.on_message(ms(120), b"data").consumed);
+        assert_eq!(hb.rtt().last(), Some(Duration::from_millis(20)));
+        hb.handle_timeout(ms(200));
+        assert!(hb.handle_timeout(ms(250)).dead);
+    }
+}

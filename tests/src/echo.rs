@@ -304,6 +304,8 @@ impl EchoServer {
     }
 }
 
+// The callback's error type is fixed by tungstenite.
+#[allow(clippy::result_large_err)]
 fn serve(tcp: TcpStream, conn: Conn, st: &Arc<State>) {
     let stream = match server_stream(tcp, st.opts.tls.as_ref()) {
         Ok(s) => s,

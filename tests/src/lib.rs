@@ -17,9 +17,11 @@ pub mod acceptor;
 pub mod blocking_client;
 pub mod certs;
 pub mod echo;
+pub mod misbehaving;
 mod ws_util;
 
 pub use acceptor::wait_until;
 pub use certs::TestPki;
 pub use echo::{EchoOptions, EchoServer, RecordedRequest};
+pub use misbehaving::{Behavior, MisbehavingServer};
 pub use ws_util::{garbage_bytes, BoxStream, ReadWrite};

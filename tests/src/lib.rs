@@ -18,10 +18,12 @@ pub mod blocking_client;
 pub mod certs;
 pub mod echo;
 pub mod misbehaving;
+pub mod proxy;
 mod ws_util;
 
 pub use acceptor::wait_until;
 pub use certs::TestPki;
 pub use echo::{EchoOptions, EchoServer, RecordedRequest};
 pub use misbehaving::{Behavior, MisbehavingServer};
+pub use proxy::{FaultProxy, ProxyMode};
 pub use ws_util::{garbage_bytes, BoxStream, ReadWrite};

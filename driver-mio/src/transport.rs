@@ -1,0 +1,775 @@
+//! One connection's byte path, all non-blocking:
+//! mio TCP → optional rustls client → tungstenite client handshake →
+//! tungstenite [`WebSocket`].
+//!
+//! # How a driver uses it
+//!
+//! 1. [`Transport::connect`] starts a TCP connect and registers the socket
+//!    under the given token (READABLE | WRITABLE until the connect finishes).
+//! 2. For every mio event of that token call [`Transport::handle_event`];
+//!    it finishes the connect, drives TLS and the HTTP upgrade, reads until
+//!    `WouldBlock` (mio is edge-triggered), flushes, and pushes
+//!    [`TransportEvent`]s. Pass `readable = ev.is_readable() ||
+//!    ev.is_read_closed() || ev.is_error()` and `writable = ev.is_writable()
+//!    || ev.is_write_closed() || ev.is_error()`.
+//! 3. [`Transport::send`], [`Transport::close`], [`Transport::abort`] as the
+//!    core decides. `send`/`close` may end the connection (a write error);
+//!    the resulting `Failed`/`Closed` event is handed out by the next
+//!    `handle_event` call — call `handle_event(registry, false, false, out)`
+//!    right after a `send` that returned [`SendFailure::Failed`] or a `close`
+//!    on a transport that was not open yet.
+//! 4. After `Closed` or `Failed` the transport has deregistered and shut its
+//!    socket; [`Transport::is_finished`] is `true`; drop it.
+//!
+//! Interest: READABLE always once connected, WRITABLE only while bytes wait
+//! for the socket; the registration changes only when that changes.
+//! Timeouts (connect, handshake, close) are the caller's: on expiry call
+//! [`Transport::abort`].
+
+mod stream;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::mem;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::error::ProtocolError;
+use tungstenite::handshake::client::{ClientHandshake, Request};
+use tungstenite::handshake::MidHandshake;
+use tungstenite::http::{HeaderName, HeaderValue};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tungstenite::{Bytes, HandshakeError, Message, Utf8Bytes, WebSocket};
+use zenws_core::Error;
+
+use crate::tls::{self, TlsRoots};
+use crate::url::Target;
+use stream::{classify_io, classify_tls, Stream};
+
+/// Limits, buffers and request details for one connection.
+#[derive(Clone)]
+pub struct TransportConfig {
+    /// Largest incoming message (all fragments). Default 16 MiB.
+    pub max_message_size: usize,
+    /// Largest incoming frame payload. Default 16 MiB.
+    pub max_frame_size: usize,
+    /// tungstenite's read buffer, allocated (and zero-filled) per connection
+    /// up front. Default 4 KiB: 10,000 idle connections cost 40 MiB, not the
+    /// 1.25 GiB of tungstenite's 128 KiB default. Larger messages grow it on
+    /// demand. Minimum 256.
+    pub read_buffer_size: usize,
+    /// Capacity of the outgoing buffer kept after it drains; anything larger
+    /// (after a burst or a big message) is released. Default 16 KiB.
+    pub write_buffer_size: usize,
+    /// Backpressure threshold: while this many bytes (or more) wait for the
+    /// socket, [`Transport::send`] refuses with [`SendFailure::Backpressure`]
+    /// and reading pauses (so a peer that floods us with pings but does not
+    /// read cannot grow our buffer). A send is accepted while the backlog is
+    /// below the threshold, so the backlog is bounded by this plus one
+    /// message. Default 1 MiB.
+    pub max_write_buffer_size: usize,
+    /// Extra headers on the upgrade request (e.g. `Authorization`). Values
+    /// are treated as secrets: never logged, never in `Debug`. A `Host`
+    /// header replaces the one derived from the URL; `Connection`,
+    /// `Upgrade`, `Sec-WebSocket-Key` and `Sec-WebSocket-Version` are
+    /// reserved.
+    pub headers: Vec<(String, String)>,
+    /// TLS configuration for `wss://` ([`crate::tls::client_config`]);
+    /// `None` uses the cached WebPKI roots. Ignored for `ws://`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            max_message_size: 16 << 20,
+            max_frame_size: 16 << 20,
+            read_buffer_size: 4 << 10,
+            write_buffer_size: 16 << 10,
+            max_write_buffer_size: 1 << 20,
+            headers: Vec::new(),
+            tls: None,
+        }
+    }
+}
+
+impl fmt::Debug for TransportConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, _)| (k.as_str(), "<redacted>"))
+            .collect();
+        f.debug_struct("TransportConfig")
+            .field("max_message_size", &self.max_message_size)
+            .field("max_frame_size", &self.max_frame_size)
+            .field("read_buffer_size", &self.read_buffer_size)
+            .field("write_buffer_size", &self.write_buffer_size)
+            .field("max_write_buffer_size", &self.max_write_buffer_size)
+            .field("headers", &names)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// What happened on a connection, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TransportEvent {
+    /// The upgrade succeeded: messages may be sent now.
+    Open,
+    /// A text message.
+    Text(Utf8Bytes),
+    /// A binary message.
+    Binary(Bytes),
+    /// A ping (the pong is already queued automatically).
+    Ping(Bytes),
+    /// A pong.
+    Pong(Bytes),
+    /// The close handshake finished, or the peer closed. `code` is the
+    /// peer's close code (`None` if its close frame had none, or if the peer
+    /// dropped TCP after we had started closing). The transport is finished.
+    Closed {
+        /// The peer's close code.
+        code: Option<u16>,
+        /// The peer's close reason (may be empty).
+        reason: String,
+    },
+    /// The connection failed (connect, TLS, upgrade, protocol, I/O). The
+    /// transport is finished.
+    Failed {
+        /// The classified reason.
+        error: Error,
+        /// Human-readable detail for logs (no secrets).
+        detail: String,
+    },
+}
+
+/// Why [`Transport::send`] did not take a message.
+#[derive(Debug)]
+pub enum SendFailure {
+    /// The connection is not open (connecting, closing, or finished). The
+    /// message is handed back.
+    NotOpen(Message),
+    /// At least `max_write_buffer_size` bytes already wait for a slow peer.
+    /// The message is handed back; retry after the backlog shrinks
+    /// ([`Transport::pending_write_bytes`]).
+    Backpressure(Message),
+    /// Writing failed: the connection is gone. A `Failed` (or `Closed`)
+    /// event is pending: collect it with `handle_event(registry, false,
+    /// false, out)`.
+    Failed,
+}
+
+impl SendFailure {
+    /// The message, if it was handed back.
+    pub fn into_message(self) -> Option<Message> {
+        match self {
+            SendFailure::NotOpen(m) | SendFailure::Backpressure(m) => Some(m),
+            SendFailure::Failed => None,
+        }
+    }
+}
+
+impl fmt::Display for SendFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendFailure::NotOpen(_) => f.write_str("connection is not open"),
+            SendFailure::Backpressure(_) => f.write_str("write buffer full (slow peer)"),
+            SendFailure::Failed => f.write_str("connection failed while writing"),
+        }
+    }
+}
+
+impl std::error::Error for SendFailure {}
+
+type Handshake = MidHandshake<ClientHandshake<Stream>>;
+
+struct Connecting {
+    stream: Stream,
+    request: Request,
+    config: WebSocketConfig,
+}
+
+// `Open` is the steady state and stays inline (no extra indirection per
+// event); the rarely used, larger-or-short-lived states are boxed.
+#[allow(clippy::large_enum_variant)]
+enum State {
+    /// TCP connect in flight (boxed: rarely used, holds the request).
+    Connecting(Box<Connecting>),
+    /// TLS and HTTP upgrade in flight.
+    Handshaking(Box<Handshake>),
+    Open(WebSocket<Stream>),
+    Done,
+}
+
+/// One WebSocket connection's transport. See the [module docs](self).
+pub struct Transport {
+    state: State,
+    token: Token,
+    /// What the socket is registered for now (`None` once deregistered).
+    interest: Option<Interest>,
+    /// A final event produced outside `handle_event`, handed out by it.
+    deferred: Option<Box<TransportEvent>>,
+    /// The peer's close frame, once received: `(code, reason)`.
+    peer_close: Option<Box<(Option<u16>, String)>>,
+    /// We sent (or queued) our close frame.
+    local_close: bool,
+    /// Reading stopped because the write backlog is over the limit.
+    read_paused: bool,
+    max_pending: usize,
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Connecting(_) => "connecting",
+            State::Handshaking(_) => "handshaking",
+            State::Open(_) => "open",
+            State::Done => "done",
+        };
+        f.debug_struct("Transport")
+            .field("state", &state)
+            .field("token", &self.token)
+            .field("pending_write_bytes", &self.pending_write_bytes())
+            .finish_non_exhaustive()
+    }
+}
+
+fn build_request(target: &Target, headers: &[(String, String)]) -> Result<Request, String> {
+    let mut req = target
+        .to_string()
+        .into_client_request()
+        .map_err(|e| format!("cannot build the upgrade request: {e}"))?;
+    for (name, value) in headers {
+        let key = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("invalid header name {name:?}"))?;
+        const RESERVED: [&str; 4] = [
+            "connection",
+            "upgrade",
+            "sec-websocket-key",
+            "sec-websocket-version",
+        ];
+        if RESERVED.contains(&key.as_str()) {
+            return Err(format!("header {name:?} is set by the WebSocket handshake"));
+        }
+        // Never echo the value: it may be a credential.
+        let mut val = HeaderValue::from_str(value)
+            .map_err(|_| format!("invalid value for header {name:?}"))?;
+        val.set_sensitive(true);
+        if key == tungstenite::http::header::HOST {
+            req.headers_mut().insert(key, val);
+        } else {
+            req.headers_mut().append(key, val);
+        }
+    }
+    Ok(req)
+}
+
+/// tungstenite error → (core error, close code worth sending to the peer).
+fn classify_ws(e: &tungstenite::Error) -> (Error, Option<u16>) {
+    use tungstenite::Error as W;
+    match e {
+        W::Io(io) => (classify_io(io), None),
+        W::Tls(_) => (Error::Tls, None),
+        W::Capacity(_) => (Error::MessageTooLarge, Some(1009)),
+        W::Protocol(ProtocolError::ResetWithoutClosingHandshake)
+        | W::Protocol(ProtocolError::HandshakeIncomplete) => (Error::ConnectionReset, None),
+        W::Protocol(_) => (Error::Protocol, Some(1002)),
+        W::Utf8(_) => (Error::Protocol, Some(1007)),
+        W::AttackAttempt | W::HttpFormat(_) => (Error::Protocol, None),
+        W::Url(_) => (Error::InvalidUrl, None),
+        W::Http(resp) => (Error::from_upgrade_status(resp.status().as_u16()), None),
+        W::WriteBufferFull(_) => (Error::Io, None),
+        W::ConnectionClosed | W::AlreadyClosed => (Error::ConnectionReset, None),
+    }
+}
+
+/// A close code we may put on the wire (1005/1006/1015 and unassigned
+/// ranges may not be sent): anything else becomes 1000.
+fn sendable_close_code(code: u16) -> CloseCode {
+    let c = CloseCode::from(code);
+    if c.is_allowed() && (1000..=4999).contains(&code) {
+        c
+    } else {
+        log::warn!("close code {code} may not be sent; using 1000");
+        CloseCode::Normal
+    }
+}
+
+/// Close reasons are limited to 123 bytes (control frame payload 125).
+fn truncate_reason(reason: &str) -> &str {
+    if reason.len() <= 123 {
+        return reason;
+    }
+    let mut end = 123;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+fn would_block(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+impl Transport {
+    /// Start connecting to `addr` (one of `target`'s resolved addresses) and
+    /// register the socket under `token`. Fails at once for a bad request
+    /// (header names/values: `InvalidUrl`), TLS setup errors, or an
+    /// immediate connect error (e.g. `Unreachable`).
+    pub fn connect(
+        registry: &Registry,
+        token: Token,
+        target: &Target,
+        addr: SocketAddr,
+        cfg: &TransportConfig,
+    ) -> Result<Transport, (Error, String)> {
+        let request = build_request(target, &cfg.headers).map_err(|d| (Error::InvalidUrl, d))?;
+        let tls = if target.secure {
+            let config = match &cfg.tls {
+                Some(c) => c.clone(),
+                None => tls::client_config(&TlsRoots::WebPki)
+                    .map_err(|e| (Error::Tls, e.to_string()))?,
+            };
+            let name = tls::server_name(&target.host).ok_or_else(|| {
+                (
+                    Error::InvalidUrl,
+                    format!("{:?} is not a valid TLS server name", target.host),
+                )
+            })?;
+            let conn = rustls::ClientConnection::new(config, name)
+                .map_err(|e| (classify_tls(&e), format!("TLS setup: {e}")))?;
+            Some(Box::new(conn))
+        } else {
+            None
+        };
+        let mut tcp = TcpStream::connect(addr)
+            .map_err(|e| (classify_io(&e), format!("connect to {addr}: {e}")))?;
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        registry
+            .register(&mut tcp, token, interest)
+            .map_err(|e| (Error::Io, format!("register socket: {e}")))?;
+        let config = WebSocketConfig::default()
+            .read_buffer_size(cfg.read_buffer_size.max(256))
+            // Every frame goes straight into our stream, which buffers what the
+            // socket does not take: tungstenite's own buffer stays empty and
+            // `pending_write_bytes` is exact.
+            .write_buffer_size(0)
+            .max_write_buffer_size(usize::MAX)
+            .max_message_size(Some(cfg.max_message_size))
+            .max_frame_size(Some(cfg.max_frame_size));
+        log::debug!("{token:?}: connecting to {target} at {addr}");
+        Ok(Transport {
+            state: State::Connecting(Box::new(Connecting {
+                stream: Stream::new(tcp, tls, cfg.write_buffer_size),
+                request,
+                config,
+            })),
+            token,
+            interest: Some(interest),
+            deferred: None,
+            peer_close: None,
+            local_close: false,
+            read_paused: false,
+            max_pending: cfg.max_write_buffer_size.max(1),
+        })
+    }
+
+    /// Handle a readiness event for this transport's token (or call with
+    /// `false, false` to collect an event left by `send`/`close`). Drains
+    /// reads until `WouldBlock`, advances the connect/TLS/upgrade, flushes.
+    pub fn handle_event(
+        &mut self,
+        registry: &Registry,
+        readable: bool,
+        writable: bool,
+        out: &mut Vec<TransportEvent>,
+    ) {
+        match &self.state {
+            State::Done => {}
+            State::Connecting(_) => self.on_connecting(registry, out),
+            State::Handshaking(_) => {
+                if let State::Handshaking(mid) = mem::replace(&mut self.state, State::Done) {
+                    self.advance_handshake(registry, *mid, out);
+                }
+            }
+            State::Open(_) => self.on_open(registry, readable, writable, out),
+        }
+        self.update_interest(registry);
+        if let Some(ev) = self.deferred.take() {
+            out.push(*ev);
+        }
+    }
+
+    /// Queue `msg` and try to write it now. `Ok` means tungstenite and our
+    /// buffer own it (a socket that would block is not an error: WRITABLE
+    /// interest is added). `Message::Close` is [`Transport::close`].
+    pub fn send(&mut self, registry: &Registry, msg: Message) -> Result<(), SendFailure> {
+        if let Message::Close(frame) = msg {
+            let (code, reason) = match &frame {
+                Some(f) => (u16::from(f.code), f.reason.as_str()),
+                None => (1000, ""),
+            };
+            let reason = reason.to_string();
+            self.close(registry, code, &reason);
+            return Ok(());
+        }
+        let State::Open(ws) = &mut self.state else {
+            return Err(SendFailure::NotOpen(msg));
+        };
+        if !ws.can_write() || self.local_close || self.peer_close.is_some() {
+            return Err(SendFailure::NotOpen(msg));
+        }
+        if ws.get_ref().pending() >= self.max_pending {
+            // The writable event may simply not have been handled yet.
+            let _ = ws.flush();
+            if ws.get_ref().pending() >= self.max_pending {
+                return Err(SendFailure::Backpressure(msg));
+            }
+        }
+        match ws.write(msg).and_then(|()| ws.flush()) {
+            Ok(()) => {}
+            Err(e) if would_block(&e) => {}
+            Err(tungstenite::Error::WriteBufferFull(m)) => {
+                return Err(SendFailure::Backpressure(*m));
+            }
+            Err(e) => {
+                self.on_ws_error(registry, e);
+                return Err(SendFailure::Failed);
+            }
+        }
+        self.update_interest(registry);
+        Ok(())
+    }
+
+    /// Start the close handshake with `code` (a code that may not be sent,
+    /// like 1005/1006, becomes 1000) and `reason` (cut to 123 bytes).
+    /// `Closed` follows when the peer answers; bound the wait with a timer
+    /// and [`Transport::abort`]. Before the connection is open this ends it
+    /// at once: the `Closed { code: None }` event comes from the next
+    /// `handle_event`. Idempotent.
+    pub fn close(&mut self, registry: &Registry, code: u16, reason: &str) {
+        match &mut self.state {
+            State::Done => {}
+            State::Connecting(_) | State::Handshaking(_) => {
+                self.finish(
+                    registry,
+                    TransportEvent::Closed {
+                        code: None,
+                        reason: String::new(),
+                    },
+                );
+            }
+            State::Open(ws) => {
+                if self.local_close || self.peer_close.is_some() || !ws.can_write() {
+                    return;
+                }
+                self.local_close = true;
+                let frame = CloseFrame {
+                    code: sendable_close_code(code),
+                    reason: Utf8Bytes::from(truncate_reason(reason)),
+                };
+                match ws.close(Some(frame)) {
+                    Ok(()) => {}
+                    Err(e) if would_block(&e) => {}
+                    Err(e) => {
+                        self.on_ws_error(registry, e);
+                        return;
+                    }
+                }
+                self.update_interest(registry);
+            }
+        }
+    }
+
+    /// End now: best-effort close frame (1001 "going away") if the
+    /// connection is open and no close was sent yet, TLS close_notify, one
+    /// write attempt, deregister, shut the socket. No event follows.
+    /// Idempotent.
+    pub fn abort(&mut self, registry: &Registry) {
+        if let State::Open(ws) = &mut self.state {
+            if ws.can_write() && !self.local_close {
+                self.local_close = true;
+                let _ = ws.close(Some(CloseFrame {
+                    code: CloseCode::Away,
+                    reason: Utf8Bytes::from_static(""),
+                }));
+            } else {
+                let _ = ws.flush();
+            }
+        }
+        self.teardown(registry);
+        self.deferred = None;
+    }
+
+    /// `true` while messages can be sent: upgraded, not closing, not failed.
+    pub fn is_open(&self) -> bool {
+        match &self.state {
+            State::Open(ws) => ws.can_write() && !self.local_close && self.peer_close.is_none(),
+            _ => false,
+        }
+    }
+
+    /// `true` once the transport has ended (after `Closed`/`Failed`, an
+    /// `abort`, or with such an event still to be collected).
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    /// Bytes accepted but not yet handed to the kernel (wire bytes,
+    /// including TLS overhead).
+    pub fn pending_write_bytes(&self) -> usize {
+        self.stream().map_or(0, Stream::pending)
+    }
+
+    fn stream(&self) -> Option<&Stream> {
+        match &self.state {
+            State::Connecting(c) => Some(&c.stream),
+            State::Handshaking(m) => Some(m.get_ref().get_ref()),
+            State::Open(ws) => Some(ws.get_ref()),
+            State::Done => None,
+        }
+    }
+
+    fn stream_mut(&mut self) -> Option<&mut Stream> {
+        match &mut self.state {
+            State::Connecting(c) => Some(&mut c.stream),
+            State::Handshaking(m) => Some(m.get_mut().get_mut()),
+            State::Open(ws) => Some(ws.get_mut()),
+            State::Done => None,
+        }
+    }
+
+    fn on_connecting(&mut self, registry: &Registry, out: &mut Vec<TransportEvent>) {
+        let State::Connecting(c) = &self.state else {
+            return;
+        };
+        let tcp = c.stream.tcp();
+        match tcp.take_error() {
+            Ok(None) => {}
+            Ok(Some(e)) | Err(e) => {
+                return self.fail(registry, classify_io(&e), format!("connect: {e}"));
+            }
+        }
+        match tcp.peer_addr() {
+            Ok(_) => {}
+            // Not connected yet (spurious wake-up): wait for the next event.
+            Err(e) if e.kind() == std::io::ErrorKind::NotConnected => return,
+            Err(e) => return self.fail(registry, classify_io(&e), format!("connect: {e}")),
+        }
+        if let Err(e) = tcp.set_nodelay(true) {
+            log::warn!("{:?}: TCP_NODELAY: {e}", self.token);
+        }
+        log::debug!("{:?}: TCP connected", self.token);
+        let State::Connecting(c) = mem::replace(&mut self.state, State::Done) else {
+            return;
+        };
+        let Connecting {
+            stream,
+            request,
+            config,
+        } = *c;
+        match ClientHandshake::start(stream, request, Some(config)) {
+            Ok(mid) => self.advance_handshake(registry, mid, out),
+            Err(e) => {
+                // The stream was consumed (and closed): nothing left to deregister.
+                self.interest = None;
+                let (error, _) = classify_ws(&e);
+                self.deferred = Some(Box::new(TransportEvent::Failed {
+                    error,
+                    detail: format!("upgrade request: {e}"),
+                }));
+            }
+        }
+    }
+
+    /// Drive TLS + upgrade; `self.state` is `Done` on entry.
+    fn advance_handshake(
+        &mut self,
+        registry: &Registry,
+        mid: Handshake,
+        out: &mut Vec<TransportEvent>,
+    ) {
+        match mid.handshake() {
+            Ok((ws, response)) => {
+                log::debug!(
+                    "{:?}: upgraded (HTTP {})",
+                    self.token,
+                    response.status().as_u16()
+                );
+                self.state = State::Open(ws);
+                out.push(TransportEvent::Open);
+                // Bytes that followed the 101 may already sit in our buffers
+                // or the socket, and no new edge will announce them: read now.
+                self.on_open(registry, true, true, out);
+            }
+            Err(HandshakeError::Interrupted(mid)) => {
+                self.state = State::Handshaking(Box::new(mid));
+            }
+            Err(HandshakeError::Failure(e)) => {
+                // tungstenite dropped the stream (closing the socket): the fd
+                // is gone from the poller with it.
+                self.interest = None;
+                let (error, _) = classify_ws(&e);
+                log::debug!("{:?}: handshake failed: {e}", self.token);
+                self.deferred = Some(Box::new(TransportEvent::Failed {
+                    error,
+                    detail: format!("handshake: {e}"),
+                }));
+            }
+        }
+    }
+
+    fn on_open(
+        &mut self,
+        registry: &Registry,
+        readable: bool,
+        writable: bool,
+        out: &mut Vec<TransportEvent>,
+    ) {
+        let State::Open(ws) = &mut self.state else {
+            return;
+        };
+        if writable || ws.get_ref().pending() > 0 {
+            match ws.flush() {
+                Ok(()) => {}
+                Err(e) if would_block(&e) => {}
+                Err(e) => return self.on_ws_error(registry, e),
+            }
+        }
+        if readable || self.read_paused {
+            self.read_loop(registry, out);
+        }
+        // Peer's close frame seen: finished once our reply (or our own close
+        // frame) is out of our buffers.
+        if self.peer_close.is_some() {
+            if let State::Open(ws) = &mut self.state {
+                match ws.flush() {
+                    Ok(()) => self.finish_closed(registry),
+                    Err(e) if would_block(&e) => {}
+                    Err(_) => self.finish_closed(registry),
+                }
+            }
+        }
+    }
+
+    fn read_loop(&mut self, registry: &Registry, out: &mut Vec<TransportEvent>) {
+        loop {
+            let State::Open(ws) = &mut self.state else {
+                return;
+            };
+            if ws.get_ref().pending() >= self.max_pending {
+                // Stop reading (the peer feels it as TCP backpressure) until
+                // our backlog drains; `on_open` resumes on the next event.
+                self.read_paused = true;
+                return;
+            }
+            self.read_paused = false;
+            match ws.read() {
+                Ok(Message::Text(t)) => out.push(TransportEvent::Text(t)),
+                Ok(Message::Binary(b)) => out.push(TransportEvent::Binary(b)),
+                Ok(Message::Ping(p)) => out.push(TransportEvent::Ping(p)),
+                Ok(Message::Pong(p)) => out.push(TransportEvent::Pong(p)),
+                Ok(Message::Close(frame)) => {
+                    if self.peer_close.is_none() {
+                        let info = match frame {
+                            Some(f) => (Some(u16::from(f.code)), f.reason.as_str().to_string()),
+                            None => (None, String::new()),
+                        };
+                        log::debug!("{:?}: peer close {:?}", self.token, info.0);
+                        self.peer_close = Some(Box::new(info));
+                    }
+                    // Keep going: the next read flushes our reply and may see EOF.
+                }
+                Ok(Message::Frame(_)) => {}
+                Err(e) if would_block(&e) => return,
+                Err(e) => return self.on_ws_error(registry, e),
+            }
+        }
+    }
+
+    fn on_ws_error(&mut self, registry: &Registry, e: tungstenite::Error) {
+        let (error, close_code) = classify_ws(&e);
+        let closing = self.peer_close.is_some() || self.local_close;
+        let clean = matches!(
+            e,
+            tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed
+        );
+        if clean || (closing && error == Error::ConnectionReset) {
+            return self.finish_closed(registry);
+        }
+        if let (Some(code), State::Open(ws)) = (close_code, &mut self.state) {
+            // Tell the peer why, best effort (1002 / 1007 / 1009).
+            if ws.can_write() {
+                self.local_close = true;
+                let _ = ws.close(Some(CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: Utf8Bytes::from_static(""),
+                }));
+            }
+        }
+        log::debug!("{:?}: failed: {e}", self.token);
+        self.fail(registry, error, e.to_string());
+    }
+
+    fn fail(&mut self, registry: &Registry, error: Error, detail: String) {
+        self.finish(registry, TransportEvent::Failed { error, detail });
+    }
+
+    fn finish_closed(&mut self, registry: &Registry) {
+        let (code, reason) = match self.peer_close.take() {
+            Some(b) => *b,
+            None => (None, String::new()),
+        };
+        self.finish(registry, TransportEvent::Closed { code, reason });
+    }
+
+    /// Tear down and leave `event` for the next `handle_event` to hand out.
+    fn finish(&mut self, registry: &Registry, event: TransportEvent) {
+        self.teardown(registry);
+        if self.deferred.is_none() {
+            self.deferred = Some(Box::new(event));
+        }
+    }
+
+    fn teardown(&mut self, registry: &Registry) {
+        let registered = self.interest.take().is_some();
+        if let Some(stream) = self.stream_mut() {
+            stream.shutdown();
+            if registered {
+                if let Err(e) = registry.deregister(stream.tcp_mut()) {
+                    log::debug!("deregister: {e}");
+                }
+            }
+        }
+        self.state = State::Done;
+        self.read_paused = false;
+    }
+
+    fn update_interest(&mut self, registry: &Registry) {
+        let want = match self.stream() {
+            None => return,
+            Some(s) => match &self.state {
+                State::Connecting(_) => Interest::READABLE | Interest::WRITABLE,
+                _ if s.pending() > 0 => Interest::READABLE | Interest::WRITABLE,
+                _ => Interest::READABLE,
+            },
+        };
+        if self.interest == Some(want) {
+            return;
+        }
+        let token = self.token;
+        let Some(stream) = self.stream_mut() else {
+            return;
+        };
+        match registry.reregister(stream.tcp_mut(), token, want) {
+            Ok(()) => self.interest = Some(want),
+            Err(e) => self.fail(registry, Error::Io, format!("reregister socket: {e}")),
+        }
+    }
+}

@@ -1,0 +1,660 @@
+//! Transport tests against real servers on 127.0.0.1 (std threads, blocking
+//! tungstenite, rustls with rcgen certificates), driven by a real mio loop.
+
+use super::*;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream as StdTcpStream};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+const TOKEN: Token = Token(1);
+const DEADLINE: Duration = Duration::from_secs(5);
+
+fn init_log() {
+    // Tests may enable logging with RUST_LOG in the future; keep it silent.
+}
+
+struct Harness {
+    poll: mio::Poll,
+    events: mio::Events,
+    seen: Vec<TransportEvent>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        init_log();
+        Harness {
+            poll: mio::Poll::new().unwrap(),
+            events: mio::Events::with_capacity(64),
+            seen: Vec::new(),
+        }
+    }
+
+    fn registry(&self) -> &Registry {
+        self.poll.registry()
+    }
+
+    fn connect(&self, url: &str, addr: SocketAddr, cfg: &TransportConfig) -> Transport {
+        let target = Target::parse(url).unwrap();
+        Transport::connect(self.registry(), TOKEN, &target, addr, cfg).unwrap()
+    }
+
+    /// Poll and feed events until `done(new events)` holds; returns the
+    /// events seen since the last call.
+    fn drive(
+        &mut self,
+        t: &mut Transport,
+        mut done: impl FnMut(&[TransportEvent]) -> bool,
+    ) -> Vec<TransportEvent> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if done(&self.seen) {
+                return mem::take(&mut self.seen);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out; events so far: {:?}",
+                self.seen
+            );
+            self.poll
+                .poll(&mut self.events, Some(Duration::from_millis(50)))
+                .unwrap();
+            for ev in self.events.iter() {
+                assert_eq!(ev.token(), TOKEN);
+                let r = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                let w = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+                t.handle_event(self.poll.registry(), r, w, &mut self.seen);
+            }
+        }
+    }
+
+    fn drive_until_final(&mut self, t: &mut Transport) -> Vec<TransportEvent> {
+        let evs = self.drive(t, |e| e.iter().any(is_final));
+        assert!(t.is_finished());
+        assert!(!t.is_open());
+        evs
+    }
+}
+
+fn is_final(e: &TransportEvent) -> bool {
+    matches!(
+        e,
+        TransportEvent::Closed { .. } | TransportEvent::Failed { .. }
+    )
+}
+
+fn failure(evs: &[TransportEvent]) -> Error {
+    match evs.last() {
+        Some(TransportEvent::Failed { error, .. }) => *error,
+        other => panic!("expected Failed, got {other:?} in {evs:?}"),
+    }
+}
+
+fn has(evs: &[TransportEvent], want: &TransportEvent) -> bool {
+    evs.iter().any(|e| e == want)
+}
+
+/// One-connection server on 127.0.0.1:0 running `f` on a thread.
+fn server<F>(f: F) -> SocketAddr
+where
+    F: FnOnce(StdTcpStream) + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        if let Ok((s, _)) = listener.accept() {
+            s.set_read_timeout(Some(DEADLINE)).ok();
+            s.set_write_timeout(Some(DEADLINE)).ok();
+            f(s);
+        }
+    });
+    addr
+}
+
+/// Echo data messages and pings back until the connection ends.
+fn echo<S: Read + Write>(mut ws: tungstenite::WebSocket<S>) {
+    loop {
+        match ws.read() {
+            Ok(m @ (Message::Text(_) | Message::Binary(_))) => {
+                if ws.send(m).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+fn url(scheme: &str, host: &str, addr: SocketAddr, path: &str) -> String {
+    format!("{scheme}://{host}:{}{path}", addr.port())
+}
+
+// ---------------------------------------------------------------- plain
+
+#[test]
+#[allow(clippy::result_large_err)] // tungstenite's accept_hdr callback signature
+fn plain_echo_headers_ping_big_message_and_close() {
+    let (hdr_tx, hdr_rx) = mpsc::channel();
+    let addr = server(move |s| {
+        let ws =
+            tungstenite::accept_hdr(s, |req: &tungstenite::handshake::server::Request, resp| {
+                let h = |n: &str| {
+                    req.headers()
+                        .get(n)
+                        .map(|v| v.to_str().unwrap().to_string())
+                        .unwrap_or_default()
+                };
+                hdr_tx
+                    .send((
+                        req.uri().to_string(),
+                        h("host"),
+                        h("authorization"),
+                        h("x-trace"),
+                    ))
+                    .unwrap();
+                Ok(resp)
+            })
+            .unwrap();
+        echo(ws);
+    });
+    let mut h = Harness::new();
+    let cfg = TransportConfig {
+        headers: vec![
+            ("Authorization".into(), "Bearer s3cret".into()),
+            ("X-Trace".into(), "abc".into()),
+        ],
+        ..TransportConfig::default()
+    };
+    assert!(!format!("{cfg:?}").contains("s3cret"));
+    let mut t = h.connect(&url("ws", "127.0.0.1", addr, "/feed?sub=1&b=2"), addr, &cfg);
+    assert!(!t.is_open());
+    // Not open yet: a send is handed back.
+    let back = t.send(h.registry(), Message::text("early")).unwrap_err();
+    assert!(matches!(back, SendFailure::NotOpen(Message::Text(_))));
+
+    let evs = h.drive(&mut t, |e| has(e, &TransportEvent::Open));
+    assert_eq!(evs, vec![TransportEvent::Open]);
+    assert!(t.is_open());
+    let (uri, host, auth, trace) = hdr_rx.recv_timeout(DEADLINE).unwrap();
+    assert_eq!(uri, "/feed?sub=1&b=2");
+    assert_eq!(host, format!("127.0.0.1:{}", addr.port()));
+    assert_eq!(auth, "Bearer s3cret");
+    assert_eq!(trace, "abc");
+
+    t.send(h.registry(), Message::text("hello")).unwrap();
+    t.send(h.registry(), Message::binary(vec![1u8, 2, 3]))
+        .unwrap();
+    t.send(h.registry(), Message::Ping(Bytes::from_static(b"p1")))
+        .unwrap();
+    let evs = h.drive(&mut t, |e| e.len() >= 3);
+    assert_eq!(
+        evs,
+        vec![
+            TransportEvent::Text("hello".into()),
+            TransportEvent::Binary(Bytes::from_static(&[1, 2, 3])),
+            TransportEvent::Pong(Bytes::from_static(b"p1")),
+        ]
+    );
+
+    let big: Vec<u8> = (0..(1usize << 20)).map(|i| (i * 7 % 251) as u8).collect();
+    t.send(h.registry(), Message::binary(big.clone())).unwrap();
+    let evs = h.drive(&mut t, |e| !e.is_empty());
+    assert_eq!(evs, vec![TransportEvent::Binary(Bytes::from(big))]);
+    assert_eq!(t.pending_write_bytes(), 0);
+
+    t.close(h.registry(), 1000, "bye");
+    assert!(!t.is_open());
+    assert!(matches!(
+        t.send(h.registry(), Message::text("late")),
+        Err(SendFailure::NotOpen(_))
+    ));
+    let evs = h.drive_until_final(&mut t);
+    assert_eq!(
+        evs.last(),
+        Some(&TransportEvent::Closed {
+            code: Some(1000),
+            reason: "bye".into()
+        })
+    );
+    // Idempotent after the end.
+    t.close(h.registry(), 1000, "");
+    t.abort(h.registry());
+    let mut more = Vec::new();
+    t.handle_event(h.registry(), true, true, &mut more);
+    assert!(more.is_empty());
+}
+
+#[test]
+fn refused_port() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut h = Harness::new();
+    let mut t = h.connect(
+        &url("ws", "127.0.0.1", port, "/"),
+        port,
+        &TransportConfig::default(),
+    );
+    let evs = h.drive_until_final(&mut t);
+    assert_eq!(failure(&evs), Error::ConnectionRefused);
+}
+
+fn http_answer(status_line: &'static str) -> SocketAddr {
+    server(move |mut s| {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let resp = format!("{status_line}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nnope\n");
+        s.write_all(resp.as_bytes()).ok();
+        thread::sleep(Duration::from_millis(200));
+    })
+}
+
+#[test]
+fn upgrade_401_is_rejected() {
+    let addr = http_answer("HTTP/1.1 401 Unauthorized");
+    let mut h = Harness::new();
+    let mut t = h.connect(
+        &url("ws", "127.0.0.1", addr, "/"),
+        addr,
+        &TransportConfig::default(),
+    );
+    let evs = h.drive_until_final(&mut t);
+    assert_eq!(failure(&evs), Error::UpgradeRejected { status: 401 });
+}
+
+#[test]
+fn upgrade_503_is_unavailable() {
+    let addr = http_answer("HTTP/1.1 503 Service Unavailable");
+    let mut h = Harness::new();
+    let mut t = h.connect(
+        &url("ws", "127.0.0.1", addr, "/"),
+        addr,
+        &TransportConfig::default(),
+    );
+    let evs = h.drive_until_final(&mut t);
+    assert_eq!(failure(&evs), Error::UpgradeUnavailable { status: 503 });
+}
+
+#[test]
+fn garbage_instead_of_http_is_protocol_error() {
+    let addr = server(|mut s| {
+        let mut chunk = [0u8; 1024];
+        let _ = s.read(&mut chunk);
+        s.write_all(b"\x00\x01garbage\r\n\r\n").ok();
+        thread::sleep(Duration::from_millis(200));
+    });
+    let mut h = Harness::new();
+    let mut t = h.connect(
+        &url("ws", "127.0.0.1", addr, "/"),
+        addr,
+        &TransportConfig::default(),
+    );
+    let evs = h.drive_until_final(&mut t);
+    assert_eq!(failure(&evs), Error::Protocol);
+}
+
+#[test]
+fn eof_during_upgrade_is_reset() {
+    let addr = server(|mut s| {
+        let mut chunk = [0u8; 1024];
+        let _ = s.read(&mut chunk);
+    });
+    let mut h = Harness::new();
+    let mut t = h.connect(
+        &url("ws", "127.0.0.1", addr, "/"),
+        addr,
+        &TransportConfig::default(),
+    );
+    let evs = h.drive_until_final(&mut t);
+    assert_eq!(failure(&evs), Error::ConnectionReset);
+}
+
+#[test]
+fn peer_close_code_is_reported() {
+    let addr = server(|s| {
+        let mut ws = tungstenite::accept(s).unwrap();
+        ws.close(Some(CloseFrame {
+            code: CloseCode::from(4001),
+            reason: Utf8Bytes::from_static("maintenance"),
+        }))
+        .unwrap();
+        // Drive the close handshake: wait for the client's reply.
+        while ws.read().is_ok() {}
+    });
+    let mut h = Harness::new();
+    let mut t = h.connect(
+        &url("ws", "127.0.0.1", addr, "/"),
+        addr,
+        &TransportConfig::default(),
+    );
+    let evs = h.drive_until_final(&mut t);
+    assert_eq!(
+        evs,
+        vec![
+            TransportEvent::Open,
+            TransportEvent::Closed {
+                code: Some(4001),
+                reason: "maintenance".into()
+            }
+        ]
+    );
+}
+
+#[test]
+fn peer_drop_without_close_is_reset() {
+    let addr = server(|s| {
+        let mut ws = tungstenite::accept(s).unwrap();
+        ws.send(Message::text("last words")).unwrap();
+        // Dropping closes TCP without a close frame.
+    });
+    let mut h = Harness::new();
+    let mut t = h.connect(
+        &url("ws", "127.0.0.1", addr, "/"),
+        addr,
+        &TransportConfig::default(),
+    );
+    let evs = h.drive_until_final(&mut t);
+    assert_eq!(
+        evs[..2],
+        [
+            TransportEvent::Open,
+            TransportEvent::Text("last words".into())
+        ]
+    );
+    assert_eq!(failure(&evs), Error::ConnectionReset);
+}
+
+#[test]
+fn bad_frame_is_protocol_error_and_peer_hears_1002() {
+    let (tx, rx) = mpsc::channel();
+    let addr = server(move |s| {
+        let mut ws = tungstenite::accept(s).unwrap();
+        // FIN + reserved opcode 0x3, empty payload.
+        ws.get_mut().write_all(&[0x83, 0x00]).unwrap();
+        let mut raw = [0u8; 64];
+        let n = ws.get_mut().read(&mut raw).unwrap_or(0);
+        tx.send(raw[..n].to_vec()).ok();
+    });
+    let mut h = Harness::new();
+    let mut t = h.connect(
+        &url("ws", "127.0.0.1", addr, "/"),
+        addr,
+        &TransportConfig::default(),
+    );
+    let evs = h.drive_until_final(&mut t);
+    assert_eq!(failure(&evs), Error::Protocol);
+    let raw = rx.recv_timeout(DEADLINE).unwrap();
+    // Masked close frame: 0x88, 0x80|len, 4-byte mask, masked payload.
+    assert_eq!(raw[0], 0x88, "{raw:?}");
+    let mask = &raw[2..6];
+    let code = u16::from_be_bytes([raw[6] ^ mask[0], raw[7] ^ mask[1]]);
+    assert_eq!(code, 1002);
+}
+
+#[test]
+fn oversize_message_is_message_too_large() {
+    let addr = server(|s| {
+        let mut ws = tungstenite::accept(s).unwrap();
+        ws.send(Message::binary(vec![0u8; 100 * 1024])).ok();
+        while ws.read().is_ok() {}
+    });
+    let mut h = Harness::new();
+    let cfg = TransportConfig {
+        max_message_size: 64 * 1024,
+        max_frame_size: 64 * 1024,
+        ..TransportConfig::default()
+    };
+    let mut t = h.connect(&url("ws", "127.0.0.1", addr, "/"), addr, &cfg);
+    let evs = h.drive_until_final(&mut t);
+    assert_eq!(failure(&evs), Error::MessageTooLarge);
+}
+
+#[test]
+fn slow_reader_hits_backpressure() {
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let addr = server(move |s| {
+        let _ws = tungstenite::accept(s).unwrap();
+        // Never read again; hold the socket until told to stop.
+        let _ = stop_rx.recv_timeout(Duration::from_secs(10));
+    });
+    let mut h = Harness::new();
+    let cap = 256 * 1024;
+    let cfg = TransportConfig {
+        max_write_buffer_size: cap,
+        ..TransportConfig::default()
+    };
+    let mut t = h.connect(&url("ws", "127.0.0.1", addr, "/"), addr, &cfg);
+    h.drive(&mut t, |e| has(e, &TransportEvent::Open));
+    let chunk = vec![7u8; 64 * 1024];
+    let mut refused = None;
+    for i in 0..4000 {
+        match t.send(h.registry(), Message::binary(chunk.clone())) {
+            Ok(()) => assert!(t.pending_write_bytes() < cap + chunk.len() + 64),
+            Err(e) => {
+                refused = Some((i, e));
+                break;
+            }
+        }
+    }
+    let (i, e) = refused.expect("the write buffer never filled");
+    assert!(i > 0);
+    assert!(
+        matches!(e, SendFailure::Backpressure(Message::Binary(_))),
+        "{e:?}"
+    );
+    let pending = t.pending_write_bytes();
+    assert!(
+        pending >= cap && pending < cap + chunk.len() + 64,
+        "{pending}"
+    );
+    // Still refused, and the buffer did not grow.
+    assert!(matches!(
+        t.send(h.registry(), Message::text("x")),
+        Err(SendFailure::Backpressure(_))
+    ));
+    assert_eq!(t.pending_write_bytes(), pending);
+    assert!(t.is_open());
+    // WRITABLE is registered: an event loop tick does not fail anything.
+    let mut evs = Vec::new();
+    t.handle_event(h.registry(), false, true, &mut evs);
+    assert!(evs.is_empty());
+    t.abort(h.registry());
+    assert!(t.is_finished());
+    stop_tx.send(()).ok();
+}
+
+#[test]
+fn transport_stays_small() {
+    let size = mem::size_of::<Transport>();
+    assert!(size <= 512, "Transport is {size} bytes");
+    eprintln!("size_of::<Transport>() = {size}");
+}
+
+// ---------------------------------------------------------------- TLS
+
+struct Pki {
+    ca_pem: String,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivatePkcs8KeyDer<'static>,
+}
+
+fn pki(names: &[&str]) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "zenws test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let leaf = CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    Pki {
+        ca_pem: ca_cert.pem(),
+        chain: vec![leaf.der().clone()],
+        key: PrivatePkcs8KeyDer::from(leaf_key.serialize_der()),
+    }
+}
+
+/// TLS echo server; reports the SNI it saw (or the handshake error).
+fn tls_server(pki: &Pki) -> (SocketAddr, mpsc::Receiver<Result<Option<String>, String>>) {
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(pki.chain.clone(), PrivateKeyDer::Pkcs8(pki.key.clone_key()))
+    .unwrap();
+    let cfg = Arc::new(cfg);
+    let (tx, rx) = mpsc::channel();
+    let addr = server(move |mut s| {
+        let mut conn = rustls::ServerConnection::new(cfg).unwrap();
+        if let Err(e) = conn.complete_io(&mut s) {
+            tx.send(Err(e.to_string())).ok();
+            return;
+        }
+        tx.send(Ok(conn.server_name().map(str::to_string))).ok();
+        let stream = rustls::StreamOwned::new(conn, s);
+        if let Ok(ws) = tungstenite::accept(stream) {
+            echo(ws);
+        }
+    });
+    (addr, rx)
+}
+
+fn tls_cfg(ca_pem: &str) -> TransportConfig {
+    let tls = crate::tls::client_config(&TlsRoots::CaPem(ca_pem.as_bytes().to_vec())).unwrap();
+    TransportConfig {
+        tls: Some(tls),
+        ..TransportConfig::default()
+    }
+}
+
+#[test]
+fn tls_echo_with_sni() {
+    let pki = pki(&["localhost"]);
+    let (addr, sni) = tls_server(&pki);
+    let mut h = Harness::new();
+    let mut t = h.connect(
+        &url("wss", "localhost", addr, "/tls?x=1"),
+        addr,
+        &tls_cfg(&pki.ca_pem),
+    );
+    h.drive(&mut t, |e| has(e, &TransportEvent::Open));
+    assert_eq!(
+        sni.recv_timeout(DEADLINE).unwrap(),
+        Ok(Some("localhost".into()))
+    );
+    t.send(h.registry(), Message::text("over tls")).unwrap();
+    let big = vec![0x5au8; 300 * 1024];
+    t.send(h.registry(), Message::binary(big.clone())).unwrap();
+    let evs = h.drive(&mut t, |e| e.len() >= 2);
+    assert_eq!(
+        evs,
+        vec![
+            TransportEvent::Text("over tls".into()),
+            TransportEvent::Binary(Bytes::from(big))
+        ]
+    );
+    t.close(h.registry(), 1000, "");
+    let evs = h.drive_until_final(&mut t);
+    assert!(
+        matches!(
+            evs.last(),
+            Some(TransportEvent::Closed {
+                code: Some(1000),
+                ..
+            })
+        ),
+        "{evs:?}"
+    );
+}
+
+#[test]
+fn tls_unknown_ca_is_certificate_error() {
+    let server_pki = pki(&["localhost"]);
+    let other = pki(&["localhost"]);
+    let (addr, _) = tls_server(&server_pki);
+    let mut h = Harness::new();
+    let mut t = h.connect(
+        &url("wss", "localhost", addr, "/"),
+        addr,
+        &tls_cfg(&other.ca_pem),
+    );
+    let evs = h.drive_until_final(&mut t);
+    assert_eq!(failure(&evs), Error::TlsCertificate);
+}
+
+#[test]
+fn tls_name_mismatch_is_certificate_error() {
+    let pki = pki(&["localhost"]);
+    let (addr, _) = tls_server(&pki);
+    let mut h = Harness::new();
+    let mut t = h.connect(
+        &url("wss", "wrong.example", addr, "/"),
+        addr,
+        &tls_cfg(&pki.ca_pem),
+    );
+    let evs = h.drive_until_final(&mut t);
+    assert_eq!(failure(&evs), Error::TlsCertificate);
+}
+
+#[test]
+fn tls_to_plain_server_is_tls_error() {
+    // A plain HTTP server answering the ClientHello with text.
+    let addr = server(|mut s| {
+        let mut chunk = [0u8; 1024];
+        let _ = s.read(&mut chunk);
+        s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            .ok();
+        thread::sleep(Duration::from_millis(200));
+    });
+    let mut h = Harness::new();
+    let pki = pki(&["localhost"]);
+    let mut t = h.connect(
+        &url("wss", "localhost", addr, "/"),
+        addr,
+        &tls_cfg(&pki.ca_pem),
+    );
+    let evs = h.drive_until_final(&mut t);
+    let e = failure(&evs);
+    assert_eq!(e, Error::Tls);
+}
+
+#[test]
+fn bad_header_is_rejected_at_connect() {
+    let mut h = Harness::new();
+    let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let target = Target::parse("ws://127.0.0.1:9/").unwrap();
+    for headers in [
+        vec![("Bad Name".to_string(), "v".to_string())],
+        vec![("X-Ok".to_string(), "line\nbreak".to_string())],
+        vec![("Upgrade".to_string(), "h2c".to_string())],
+    ] {
+        let cfg = TransportConfig {
+            headers,
+            ..TransportConfig::default()
+        };
+        let (e, detail) = Transport::connect(h.registry(), TOKEN, &target, addr, &cfg).unwrap_err();
+        assert_eq!(e, Error::InvalidUrl);
+        assert!(!detail.contains("line"), "value leaked: {detail}");
+    }
+    let _ = &mut h;
+}

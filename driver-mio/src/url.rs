@@ -1,0 +1,337 @@
+//! WebSocket URL parsing: `ws://` and `wss://` only.
+//!
+//! A deliberately small parser (no `url` crate): scheme, host (DNS name, IPv4
+//! or bracketed IPv6 literal), optional port, path and query. Things a
+//! WebSocket client must not send are rejected with
+//! [`Error::InvalidUrl`](zenws_core::Error::InvalidUrl): other schemes,
+//! userinfo (`user:pass@host` — put credentials in a header instead),
+//! fragments (RFC 6455 §3 forbids them), whitespace and control characters.
+//! Non-ASCII characters in the path or query are percent-encoded; non-ASCII
+//! host names must be given in their punycode (`xn--`) form.
+
+use core::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+
+use zenws_core::Error;
+
+/// A parsed `ws://` or `wss://` URL: where to connect and what to ask for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// `true` for `wss://` (TLS).
+    pub secure: bool,
+    /// Host name or IP literal, lower-cased, without the IPv6 brackets.
+    pub host: String,
+    /// Port, the scheme's default (80 / 443) when the URL gives none.
+    pub port: u16,
+    /// Request target: path (at least `/`) and the `?query` if any.
+    pub path_and_query: String,
+}
+
+impl Target {
+    /// Parse a `ws://` or `wss://` URL. Never panics; anything else is
+    /// [`Error::InvalidUrl`].
+    ///
+    /// ```
+    /// use zenws_mio::url::Target;
+    /// let t = Target::parse("wss://Example.com/ws/api/v2?x=1").unwrap();
+    /// assert!(t.secure);
+    /// assert_eq!((t.host.as_str(), t.port), ("example.com", 443));
+    /// assert_eq!(t.path_and_query, "/ws/api/v2?x=1");
+    /// assert_eq!(t.to_string(), "wss://example.com/ws/api/v2?x=1");
+    /// ```
+    pub fn parse(url: &str) -> Result<Target, Error> {
+        parse(url).ok_or(Error::InvalidUrl)
+    }
+
+    /// The scheme's default port: 443 for `wss`, 80 for `ws`.
+    pub fn default_port(&self) -> u16 {
+        if self.secure {
+            443
+        } else {
+            80
+        }
+    }
+
+    /// `true` if the host is an IP literal rather than a name to resolve.
+    pub fn host_is_ip(&self) -> bool {
+        self.host.parse::<IpAddr>().is_ok()
+    }
+
+    /// The authority as sent in the `Host` header: `host` or `host:port`
+    /// (port omitted when it is the default), IPv6 in brackets.
+    pub fn authority(&self) -> String {
+        let mut s = String::with_capacity(self.host.len() + 8);
+        if self.host.contains(':') {
+            s.push('[');
+            s.push_str(&self.host);
+            s.push(']');
+        } else {
+            s.push_str(&self.host);
+        }
+        if self.port != self.default_port() {
+            s.push(':');
+            s.push_str(&self.port.to_string());
+        }
+        s
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.secure { "wss" } else { "ws" };
+        write!(f, "{scheme}://{}{}", self.authority(), self.path_and_query)
+    }
+}
+
+impl core::str::FromStr for Target {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Target, Error> {
+        Target::parse(s)
+    }
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    if head.eq_ignore_ascii_case(prefix) {
+        s.get(prefix.len()..)
+    } else {
+        None
+    }
+}
+
+fn parse(url: &str) -> Option<Target> {
+    if url.is_empty()
+        || url.len() > 8192
+        || url.chars().any(|c| c.is_whitespace() || c.is_control())
+        || url.contains('#')
+    {
+        return None;
+    }
+    let (secure, rest) = if let Some(r) = strip_prefix_ci(url, "wss://") {
+        (true, r)
+    } else if let Some(r) = strip_prefix_ci(url, "ws://") {
+        (false, r)
+    } else {
+        return None;
+    };
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(split);
+    if authority.is_empty() || authority.contains('@') || authority.contains('\\') {
+        return None;
+    }
+
+    let (host, port_str) = if let Some(inner) = authority.strip_prefix('[') {
+        let close = inner.find(']')?;
+        let literal = &inner[..close];
+        let ip: Ipv6Addr = literal.parse().ok()?;
+        let after = &inner[close + 1..];
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (ip.to_string(), port)
+    } else {
+        let (h, p) = match authority.find(':') {
+            Some(i) => (&authority[..i], Some(&authority[i + 1..])),
+            None => (authority, None),
+        };
+        if !valid_host(h) {
+            return None;
+        }
+        (h.to_ascii_lowercase(), p)
+    };
+
+    let default_port = if secure { 443 } else { 80 };
+    let port = match port_str {
+        None | Some("") => default_port,
+        Some(p) => {
+            if p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            match p.parse::<u16>() {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => n,
+            }
+        }
+    };
+
+    let mut path_and_query = String::with_capacity(tail.len() + 1);
+    if !tail.starts_with('/') {
+        path_and_query.push('/');
+    }
+    for c in tail.chars() {
+        if c.is_ascii() && !needs_escape(c as u8) {
+            path_and_query.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                path_and_query.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+
+    let target = Target {
+        secure,
+        host,
+        port,
+        path_and_query,
+    };
+    // Whatever we accept must be accepted by the handshake's URI parser too.
+    tungstenite::http::Uri::try_from(target.to_string()).ok()?;
+    Some(target)
+}
+
+/// Characters browsers percent-encode in a path or query.
+fn needs_escape(b: u8) -> bool {
+    matches!(b, b'"' | b'<' | b'>' | b'`' | b'{' | b'}' | b'|' | b'^')
+}
+
+/// DNS name or IPv4 literal: ASCII letters, digits, `-`, `_`, `.`.
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253 + 1
+        && !h.starts_with('.')
+        && !h.contains("..")
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(url: &str) -> Target {
+        Target::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"))
+    }
+
+    #[test]
+    fn basics_and_defaults() {
+        let t = ok("ws://example.com");
+        assert_eq!(
+            t,
+            Target {
+                secure: false,
+                host: "example.com".into(),
+                port: 80,
+                path_and_query: "/".into()
+            }
+        );
+        assert_eq!(t.to_string(), "ws://example.com/");
+        let t = ok("wss://example.com");
+        assert_eq!((t.secure, t.port), (true, 443));
+        let t = ok("WSS://EXAMPLE.com:8443/a/b?c=d&e=%20f");
+        assert_eq!(t.host, "example.com");
+        assert_eq!(t.port, 8443);
+        assert_eq!(t.path_and_query, "/a/b?c=d&e=%20f");
+        assert_eq!(t.to_string(), "wss://example.com:8443/a/b?c=d&e=%20f");
+        assert_eq!(t.authority(), "example.com:8443");
+        // explicit default port is normalised away
+        assert_eq!(ok("ws://h:80/x").to_string(), "ws://h/x");
+        assert_eq!(ok("ws://h:/x").port, 80);
+    }
+
+    #[test]
+    fn query_without_path() {
+        let t = ok("ws://h?token=abc");
+        assert_eq!(t.path_and_query, "/?token=abc");
+        assert_eq!(t.to_string(), "ws://h/?token=abc");
+    }
+
+    #[test]
+    fn ip_literals() {
+        let t = ok("ws://127.0.0.1:9001/");
+        assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 9001));
+        assert!(t.host_is_ip());
+        let t = ok("wss://[::1]:8443/p");
+        assert_eq!(t.host, "::1");
+        assert_eq!(t.port, 8443);
+        assert!(t.host_is_ip());
+        assert_eq!(t.to_string(), "wss://[::1]:8443/p");
+        let t = ok("ws://[2001:DB8::1]");
+        assert_eq!(t.host, "2001:db8::1");
+        assert_eq!(t.authority(), "[2001:db8::1]");
+        assert!(!ok("ws://localhost").host_is_ip());
+    }
+
+    #[test]
+    fn non_ascii_path_is_escaped() {
+        let t = ok("ws://h/caf\u{e9}?q={x}");
+        assert_eq!(t.path_and_query, "/caf%C3%A9?q=%7Bx%7D");
+    }
+
+    #[test]
+    fn rejects() {
+        for bad in [
+            "",
+            "ws://",
+            "ws:///path",
+            "wss://:443/",
+            "http://example.com",
+            "https://example.com",
+            "example.com",
+            "ws:/example.com",
+            "ws://user:pass@example.com/",
+            "ws://@example.com/",
+            "ws://example.com/#frag",
+            "ws://example.com#",
+            "ws://exa mple.com/",
+            "ws://example.com/a b",
+            "ws://example.com:0/",
+            "ws://example.com:65536/",
+            "ws://example.com:99999999999999999999/",
+            "ws://example.com:-1/",
+            "ws://example.com:+80/",
+            "ws://example.com:8o/",
+            "ws://[::1/",
+            "ws://[::1]x/",
+            "ws://[zz::1]/",
+            "ws://[127.0.0.1]/",
+            "ws://::1/",
+            "ws://ex\u{e4}mple.com/",
+            "ws://a..b/",
+            "ws://.a/",
+            "ws://a\\b/",
+            "ws://h/\u{0}",
+            "ws://h/\n",
+            "wss\u{e9}://h",
+            "w",
+            "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}",
+        ] {
+            assert_eq!(Target::parse(bad), Err(Error::InvalidUrl), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        // A small deterministic fuzz: random byte strings and mutations of valid URLs.
+        let seeds = ["ws://a.b:1/c?d", "wss://[::1]:2/", "ws://h"];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let alphabet = b"ws:/[]@?#%.:0123456789abcxyzAB\\ \x7f\xc3\xa9-_";
+        for i in 0..20_000 {
+            let mut bytes: Vec<u8> = seeds[i % seeds.len()].as_bytes().to_vec();
+            for _ in 0..(next() % 6) {
+                let pos = (next() as usize) % (bytes.len() + 1);
+                let b = alphabet[(next() as usize) % alphabet.len()];
+                match next() % 3 {
+                    0 => bytes.insert(pos, b),
+                    1 if pos < bytes.len() => {
+                        bytes.remove(pos);
+                    }
+                    _ if pos < bytes.len() => bytes[pos] = b,
+                    _ => {}
+                }
+            }
+            let s = String::from_utf8_lossy(&bytes);
+            if let Ok(t) = Target::parse(&s) {
+                // Display round-trips to the same target.
+                assert_eq!(Target::parse(&t.to_string()), Ok(t.clone()), "{s:?}");
+            }
+        }
+    }
+}

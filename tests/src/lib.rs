@@ -16,6 +16,7 @@
 pub mod acceptor;
 pub mod blocking_client;
 pub mod certs;
+pub mod deribit;
 pub mod echo;
 pub mod misbehaving;
 pub mod proxy;
@@ -23,6 +24,7 @@ mod ws_util;
 
 pub use acceptor::wait_until;
 pub use certs::TestPki;
+pub use deribit::{DeribitOptions, DeribitServer, RateLimit, ReceivedRequest};
 pub use echo::{EchoOptions, EchoServer, RecordedRequest};
 pub use misbehaving::{Behavior, MisbehavingServer};
 pub use proxy::{FaultProxy, ProxyMode};

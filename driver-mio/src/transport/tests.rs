@@ -179,6 +179,11 @@ fn plain_echo_headers_ping_big_message_and_close() {
     let evs = h.drive(&mut t, |e| has(e, &TransportEvent::Open));
     assert_eq!(evs, vec![TransportEvent::Open]);
     assert!(t.is_open());
+    assert_eq!(
+        t.interest,
+        Some(Interest::READABLE),
+        "WRITABLE only while bytes wait"
+    );
     let (uri, host, auth, trace) = hdr_rx.recv_timeout(DEADLINE).unwrap();
     assert_eq!(uri, "/feed?sub=1&b=2");
     assert_eq!(host, format!("127.0.0.1:{}", addr.port()));
@@ -465,6 +470,7 @@ fn slow_reader_hits_backpressure() {
     ));
     assert_eq!(t.pending_write_bytes(), pending);
     assert!(t.is_open());
+    assert_eq!(t.interest, Some(Interest::READABLE | Interest::WRITABLE));
     // WRITABLE is registered: an event loop tick does not fail anything.
     let mut evs = Vec::new();
     t.handle_event(h.registry(), false, true, &mut evs);
@@ -474,11 +480,96 @@ fn slow_reader_hits_backpressure() {
     stop_tx.send(()).ok();
 }
 
+/// The server talks first, right after the 101 (likely in the same TCP
+/// segments as the response): nothing new arrives afterwards, so the client
+/// must drain everything without another readiness edge. Also: a server ping
+/// is reported and answered automatically.
+fn server_speaks_first(tls: bool) {
+    let (pong_tx, pong_rx) = mpsc::channel();
+    fn burst<S: Read + Write>(ws: &mut tungstenite::WebSocket<S>) {
+        for i in 0..3u8 {
+            ws.write(Message::binary(vec![i; 10 * 1024])).unwrap();
+        }
+        ws.write(Message::Ping(Bytes::from_static(b"hb"))).unwrap();
+        ws.flush().unwrap();
+    }
+    let mut h = Harness::new();
+    let (mut t, _pki);
+    if tls {
+        let p = pki(&["localhost"]);
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(p.chain.clone(), PrivateKeyDer::Pkcs8(p.key.clone_key()))
+        .unwrap();
+        let cfg = Arc::new(cfg);
+        let addr = server(move |s| {
+            let conn = rustls::ServerConnection::new(cfg).unwrap();
+            let mut ws = tungstenite::accept(rustls::StreamOwned::new(conn, s)).unwrap();
+            burst(&mut ws);
+            while let Ok(m) = ws.read() {
+                if let Message::Pong(p) = m {
+                    pong_tx.send(p).ok();
+                }
+            }
+        });
+        t = h.connect(
+            &url("wss", "localhost", addr, "/"),
+            addr,
+            &tls_cfg(&p.ca_pem),
+        );
+        _pki = Some(p);
+    } else {
+        let addr = server(move |s| {
+            let mut ws = tungstenite::accept(s).unwrap();
+            burst(&mut ws);
+            while let Ok(m) = ws.read() {
+                if let Message::Pong(p) = m {
+                    pong_tx.send(p).ok();
+                }
+            }
+        });
+        t = h.connect(
+            &url("ws", "127.0.0.1", addr, "/"),
+            addr,
+            &TransportConfig::default(),
+        );
+        _pki = None;
+    }
+    let evs = h.drive(&mut t, |e| e.len() >= 5);
+    assert_eq!(evs[0], TransportEvent::Open);
+    for i in 0..3u8 {
+        assert_eq!(
+            evs[1 + i as usize],
+            TransportEvent::Binary(Bytes::from(vec![i; 10 * 1024]))
+        );
+    }
+    assert_eq!(evs[4], TransportEvent::Ping(Bytes::from_static(b"hb")));
+    assert_eq!(
+        pong_rx.recv_timeout(DEADLINE).unwrap(),
+        Bytes::from_static(b"hb")
+    );
+    t.close(h.registry(), 1001, "");
+    h.drive_until_final(&mut t);
+}
+
+#[test]
+fn server_speaks_first_plain() {
+    server_speaks_first(false);
+}
+
+#[test]
+fn server_speaks_first_tls() {
+    server_speaks_first(true);
+}
+
 #[test]
 fn transport_stays_small() {
     let size = mem::size_of::<Transport>();
     assert!(size <= 512, "Transport is {size} bytes");
-    eprintln!("size_of::<Transport>() = {size}");
 }
 
 // ---------------------------------------------------------------- TLS

@@ -13,11 +13,11 @@
 //!    ev.is_read_closed() || ev.is_error()` and `writable = ev.is_writable()
 //!    || ev.is_write_closed() || ev.is_error()`.
 //! 3. [`Transport::send`], [`Transport::close`], [`Transport::abort`] as the
-//!    core decides. `send`/`close` may end the connection (a write error);
-//!    the resulting `Failed`/`Closed` event is handed out by the next
-//!    `handle_event` call — call `handle_event(registry, false, false, out)`
-//!    right after a `send` that returned [`SendFailure::Failed`] or a `close`
-//!    on a transport that was not open yet.
+//!    core decides. `send`/`close` may end the connection (a write error,
+//!    or `close` before the upgrade finished); the resulting
+//!    `Failed`/`Closed` event is handed out by the next `handle_event` call.
+//!    Rule: after `send` or `close`, if [`Transport::is_finished`] is
+//!    `true`, call `handle_event(registry, false, false, out)` at once.
 //! 4. After `Closed` or `Failed` the transport has deregistered and shut its
 //!    socket; [`Transport::is_finished`] is `true`; drop it.
 //!
@@ -444,6 +444,9 @@ impl Transport {
             }
         }
         self.update_interest(registry);
+        if self.is_finished() {
+            return Err(SendFailure::Failed);
+        }
         Ok(())
     }
 

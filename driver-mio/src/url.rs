@@ -3,7 +3,7 @@
 //! A deliberately small parser (no `url` crate): scheme, host (DNS name, IPv4
 //! or bracketed IPv6 literal), optional port, path and query. Things a
 //! WebSocket client must not send are rejected with
-//! [`Error::InvalidUrl`](zenws_core::Error::InvalidUrl): other schemes,
+//! [`Error::InvalidUrl`]: other schemes,
 //! userinfo (`user:pass@host` — put credentials in a header instead),
 //! fragments (RFC 6455 §3 forbids them), whitespace and control characters.
 //! Non-ASCII characters in the path or query are percent-encoded; non-ASCII

@@ -749,3 +749,29 @@ fn bad_header_is_rejected_at_connect() {
     }
     let _ = &mut h;
 }
+
+#[test]
+fn close_before_open_reports_closed_via_handle_event() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let h = Harness::new();
+    let mut t = h.connect(
+        &url("ws", "127.0.0.1", addr, "/"),
+        addr,
+        &TransportConfig::default(),
+    );
+    t.close(h.registry(), 1000, "");
+    assert!(t.is_finished());
+    let mut evs = Vec::new();
+    t.handle_event(h.registry(), false, false, &mut evs);
+    assert_eq!(
+        evs,
+        vec![TransportEvent::Closed {
+            code: None,
+            reason: String::new()
+        }]
+    );
+    t.handle_event(h.registry(), true, true, &mut evs);
+    assert_eq!(evs.len(), 1, "the final event is reported once");
+    drop(listener);
+}

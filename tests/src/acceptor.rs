@@ -353,3 +353,43 @@ fn spawn_connection(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_kills_connections_and_waits_for_handlers() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let r = running.clone();
+        let acceptor = Acceptor::start("t", move |_tcp, conn| {
+            r.fetch_add(1, Ordering::SeqCst);
+            while !conn.is_killed() {
+                thread::sleep(Duration::from_millis(2));
+            }
+            r.fetch_sub(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        let addr = acceptor.addr();
+        let _clients: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        assert!(wait_until(Duration::from_secs(2), || running
+            .load(Ordering::SeqCst)
+            == 3));
+        assert_eq!(acceptor.connections_accepted(), 3);
+        drop(acceptor);
+        assert_eq!(running.load(Ordering::SeqCst), 0);
+        assert!(TcpStream::connect(addr).is_err());
+    }
+
+    #[test]
+    fn pause_and_resume_keep_the_port() {
+        let acceptor = Acceptor::start("t", |_tcp, _conn| {}).unwrap();
+        let addr = acceptor.addr();
+        acceptor.pause_listening();
+        assert!(!acceptor.is_listening());
+        assert!(TcpStream::connect(addr).is_err());
+        acceptor.resume_listening().unwrap();
+        assert!(TcpStream::connect(addr).is_ok());
+        assert_eq!(acceptor.addr(), addr);
+    }
+}

@@ -426,6 +426,16 @@ mod tests {
     }
 
     #[test]
+    fn sixteen_mib_echo() {
+        let srv = EchoServer::plain().unwrap();
+        let mut ws = connect_with(&srv.url(), None, &[], Duration::from_secs(10)).unwrap();
+        let big = vec![0x5Au8; 16 << 20];
+        ws.send(Message::binary(big.clone())).unwrap();
+        let back = read_data(&mut ws).unwrap();
+        assert!(back == Message::binary(big), "16 MiB echo differs");
+    }
+
+    #[test]
     fn tls_echo_with_generated_ca() {
         let pki = TestPki::generate();
         let srv = EchoServer::start(EchoOptions::tls(pki.server_config())).unwrap();

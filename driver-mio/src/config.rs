@@ -1,0 +1,96 @@
+//! Per-client configuration: the core's decisions plus the transport's knobs.
+
+use crate::hooks::SessionHooks;
+use crate::tls::TlsRoots;
+use std::fmt;
+use std::sync::Arc;
+use zenws_core::session::SessionConfig;
+use zenws_core::supervisor::RestartType;
+use zenws_core::ConnectionConfig;
+
+/// Everything about one client except its URL.
+///
+/// Defaults: connect timeout 5 s, 3 retries per outage starting at 1 s
+/// (×2, capped at 30 s, ±20 % jitter, ladder reset after 10 s healthy),
+/// ping heartbeat every 15 s with a 10 s pong timeout and a threshold of 2,
+/// no idle timeout, 16 MiB max message, 4 MiB max pending writes, no rate
+/// limit, restart type transient, 4 KiB read buffer.
+///
+/// Header values are secrets (tokens, API keys): `Debug` prints only names.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// The core's lifecycle, retry, heartbeat, limits and rate limit.
+    pub connection: ConnectionConfig,
+    /// The session layer: auth, subscription restoration, request timeout.
+    pub session: SessionConfig,
+    /// Renders auth and subscribe messages for the session layer.
+    pub hooks: Option<Arc<dyn SessionHooks>>,
+    /// Channels to subscribe to after every open (tracked and restored).
+    pub subscriptions: Vec<String>,
+    /// Extra headers on the upgrade request (e.g. `Authorization`).
+    pub headers: Vec<(String, String)>,
+    /// CA roots for `wss://`.
+    pub tls: TlsRoots,
+    /// Restart type under a supervisor.
+    pub restart: RestartType,
+    /// tungstenite read buffer (zero-filled per read: keep it small).
+    pub read_buffer_size: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connection: ConnectionConfig::default(),
+            session: SessionConfig::default(),
+            hooks: None,
+            subscriptions: Vec::new(),
+            headers: Vec::new(),
+            tls: TlsRoots::default(),
+            restart: RestartType::default(),
+            read_buffer_size: 4096,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Add an upgrade header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Trust the CA certificates in this PEM file for `wss://`.
+    pub fn ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls = TlsRoots::CaFile(path.into());
+        self
+    }
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<String> = self.headers.iter().map(|(k, _)| format!("{k}: <redacted>")).collect();
+        f.debug_struct("ClientConfig")
+            .field("connection", &self.connection)
+            .field("session", &self.session)
+            .field("hooks", &self.hooks.as_ref().map(|_| ".."))
+            .field("subscriptions", &self.subscriptions)
+            .field("headers", &headers)
+            .field("tls", &self.tls)
+            .field("restart", &self.restart)
+            .field("read_buffer_size", &self.read_buffer_size)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_header_values() {
+        let c = ClientConfig::default().header("Authorization", "Bearer s3cr3t");
+        let s = format!("{c:?}");
+        assert!(s.contains("Authorization"));
+        assert!(!s.contains("s3cr3t"), "{s}");
+    }
+}

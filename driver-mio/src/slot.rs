@@ -1,0 +1,328 @@
+//! One client inside the loop: glue between its cores (connection, session)
+//! and its transport. The cores decide; this file only carries out actions
+//! and feeds results back, until both sides are quiet.
+
+use crate::config::ClientConfig;
+use crate::error::ClientId;
+use crate::event::{ClientEvent, Message};
+use crate::resolve::{resolve_inline, Resolver};
+use crate::transport::{Transport, TransportConfig, TransportEvent};
+use crate::url::Target;
+use mio::{Registry, Token};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use zenws_core::frame::FrameKind;
+use zenws_core::session::{Session, SessionEvent, Step};
+use zenws_core::{Action, Connection, Delivery, Epoch, Error as Reason, Event, ExitReason, Instant};
+
+/// The session type the driver uses: 64 channels of ≤ 96 bytes, 64 requests in flight.
+pub(crate) type DriverSession = Session<64, 96, 64>;
+
+/// Shared loop state a slot needs while it runs.
+pub(crate) struct Ctx<'a> {
+    pub registry: &'a Registry,
+    pub resolver: &'a mut Option<Resolver>,
+    pub waker: &'a Arc<mio::Waker>,
+    pub events: &'a mut VecDeque<ClientEvent>,
+    pub scratch: &'a mut Vec<TransportEvent>,
+}
+
+pub(crate) struct Slot {
+    pub id: ClientId,
+    pub token: usize,
+    pub target: Target,
+    pub config: Arc<ClientConfig>,
+    pub tcfg: Arc<TransportConfig>,
+    pub conn: Connection,
+    /// Boxed and created only when the session layer is used: idle clients stay small.
+    pub session: Option<Box<DriverSession>>,
+    pub transport: Option<Transport>,
+    /// Epoch waiting for a DNS answer.
+    pub resolving: Option<Epoch>,
+    /// The deadline currently in the timer heap.
+    pub deadline: Option<Instant>,
+    /// Last transport failure text, for events.
+    pub detail: String,
+    /// The user asked for a stop: never restart.
+    pub stopping: bool,
+}
+
+impl Slot {
+    pub(crate) fn new(
+        id: ClientId,
+        key: usize,
+        target: Target,
+        config: Arc<ClientConfig>,
+        tcfg: Arc<TransportConfig>,
+    ) -> Slot {
+        // Each client its own jitter seed, so a server restart doesn't get a
+        // thundering herd of reconnects at the same instant.
+        let mut cc = config.connection;
+        cc.seed ^= id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let conn = Connection::new(cc);
+        let session = if config.hooks.is_some() || !config.subscriptions.is_empty() {
+            let mut s: Box<DriverSession> = Box::new(Session::new(config.session));
+            for c in &config.subscriptions {
+                if let Err(e) = s.subscribe(c) {
+                    log::warn!("{id}: subscription {c:?} not tracked: {e:?}");
+                }
+            }
+            Some(s)
+        } else {
+            None
+        };
+        Slot {
+            id,
+            token: key,
+            target,
+            config,
+            tcfg,
+            conn,
+            session,
+            transport: None,
+            resolving: None,
+            deadline: None,
+            detail: String::new(),
+            stopping: false,
+        }
+    }
+
+    pub(crate) fn session_mut(&mut self) -> &mut DriverSession {
+        let cfg = self.config.session;
+        self.session.get_or_insert_with(|| Box::new(Session::new(cfg)))
+    }
+
+    fn token(&self) -> Token {
+        Token(self.token)
+    }
+
+    fn drop_transport(&mut self, ctx: &mut Ctx<'_>) {
+        if let Some(mut t) = self.transport.take() {
+            t.abort(ctx.registry);
+        }
+    }
+
+    /// Start the socket for `epoch` at `addr`.
+    pub(crate) fn connect_to(&mut self, now: Instant, epoch: Epoch, addr: SocketAddr, ctx: &mut Ctx<'_>) {
+        self.drop_transport(ctx);
+        match Transport::connect(ctx.registry, self.token(), &self.target, addr, &self.tcfg) {
+            Ok(t) => self.transport = Some(t),
+            Err((e, detail)) => {
+                self.detail = detail;
+                self.conn.handle_error(now, epoch, e);
+            }
+        }
+    }
+
+    /// A DNS answer arrived.
+    pub(crate) fn on_resolved(&mut self, now: Instant, result: Result<Vec<SocketAddr>, Reason>, ctx: &mut Ctx<'_>) {
+        let Some(epoch) = self.resolving.take() else { return };
+        if epoch != self.conn.epoch() {
+            return;
+        }
+        match result.ok().and_then(|a| a.into_iter().next()) {
+            Some(addr) => self.connect_to(now, epoch, addr, ctx),
+            None => {
+                self.detail = format!("could not resolve {}", self.target.host);
+                self.conn.handle_error(now, epoch, Reason::Dns);
+            }
+        }
+    }
+
+    fn exec(&mut self, now: Instant, action: Action, ctx: &mut Ctx<'_>) {
+        match action {
+            Action::Connect { epoch } => {
+                self.detail.clear();
+                match resolve_inline(&self.target.host, self.target.port) {
+                    Some(addrs) if !addrs.is_empty() => self.connect_to(now, epoch, addrs[0], ctx),
+                    _ => {
+                        self.drop_transport(ctx);
+                        self.resolving = Some(epoch);
+                        let waker = ctx.waker.clone();
+                        ctx.resolver
+                            .get_or_insert_with(|| Resolver::new(waker))
+                            .resolve(self.token, self.target.host.clone(), self.target.port);
+                    }
+                }
+            }
+            Action::Send { epoch, frame } if epoch == self.conn.epoch() => {
+                let enc = frame.encode();
+                let msg = match enc.kind {
+                    FrameKind::Ping => tungstenite::Message::Ping(enc.bytes.to_vec().into()),
+                    FrameKind::Binary => tungstenite::Message::Binary(enc.bytes.to_vec().into()),
+                    FrameKind::Text => match std::str::from_utf8(&enc.bytes) {
+                        Ok(s) => tungstenite::Message::text(s),
+                        Err(_) => tungstenite::Message::Binary(enc.bytes.to_vec().into()),
+                    },
+                };
+                if let Some(t) = self.transport.as_mut() {
+                    if let Err(e) = t.send(ctx.registry, msg) {
+                        log::debug!("{}: core frame not sent: {e:?}", self.id);
+                    }
+                }
+            }
+            Action::Close { epoch, code } if epoch == self.conn.epoch() => {
+                if let Some(t) = self.transport.as_mut() {
+                    t.close(ctx.registry, code, "");
+                }
+            }
+            Action::Abort { epoch, .. } if epoch == self.conn.epoch() => self.drop_transport(ctx),
+            _ => {}
+        }
+    }
+
+    /// Readiness on this slot's token.
+    pub(crate) fn on_ready(&mut self, now: Instant, readable: bool, writable: bool, ctx: &mut Ctx<'_>) {
+        let Some(t) = self.transport.as_mut() else { return };
+        ctx.scratch.clear();
+        t.handle_event(ctx.registry, readable, writable, ctx.scratch);
+        let epoch = self.conn.epoch();
+        let mut events = std::mem::take(ctx.scratch);
+        for ev in events.drain(..) {
+            match ev {
+                TransportEvent::Open => self.conn.handle_open(now, epoch),
+                TransportEvent::Text(t) => self.deliver(now, epoch, Message::Text(t), ctx),
+                TransportEvent::Binary(b) => self.deliver(now, epoch, Message::Binary(b), ctx),
+                TransportEvent::Ping(p) => {
+                    // tungstenite queues the pong itself; the core only notes it.
+                    self.conn.handle_ping(now, epoch, &p);
+                }
+                TransportEvent::Pong(p) => self.conn.handle_pong(now, epoch, &p),
+                TransportEvent::Closed { code, reason } => {
+                    self.detail = reason;
+                    self.drop_transport(ctx);
+                    self.conn.handle_closed(now, epoch, code);
+                }
+                TransportEvent::Failed { error, detail } => {
+                    self.detail = detail;
+                    self.drop_transport(ctx);
+                    self.conn.handle_error(now, epoch, error);
+                }
+            }
+        }
+        *ctx.scratch = events;
+    }
+
+    fn deliver(&mut self, now: Instant, epoch: Epoch, message: Message, ctx: &mut Ctx<'_>) {
+        if self.conn.handle_message(now, epoch, message.as_bytes()) != Delivery::Deliver {
+            return;
+        }
+        if let Some(s) = self.session.as_mut() {
+            s.on_message(now, message.as_bytes());
+        }
+        ctx.events.push_back(ClientEvent::Message { id: self.id, message });
+    }
+
+    fn send_step(&mut self, now: Instant, step: Step, ctx: &mut Ctx<'_>) {
+        let Some(hooks) = self.config.hooks.clone() else { return };
+        let (text, epoch) = match &step {
+            Step::Authenticate { epoch, id } => match hooks.authenticate(*id) {
+                Some(t) => (t, *epoch),
+                None => {
+                    // Nothing to authenticate with: count it as done.
+                    let ok = format!(r#"{{"id":{id},"result":{{}}}}"#);
+                    self.session_mut().on_message(now, ok.as_bytes());
+                    return;
+                }
+            },
+            Step::Subscribe { epoch, id, range } => {
+                let s = self.session.as_ref().expect("steps come from the session");
+                let chans: Vec<&str> = range.clone().filter_map(|i| s.channel(i)).collect();
+                (hooks.subscribe(*id, &chans), *epoch)
+            }
+        };
+        if epoch != self.conn.epoch() {
+            return;
+        }
+        if let Some(t) = self.transport.as_mut() {
+            if let Err(e) = t.send(ctx.registry, tungstenite::Message::text(text)) {
+                log::warn!("{}: session step not sent: {e:?}", self.id);
+            }
+        }
+    }
+
+    /// Run the cores until quiet. Returns the exit reason if this
+    /// incarnation ended.
+    pub(crate) fn drive(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Option<ExitReason> {
+        let id = self.id;
+        let mut exit = None;
+        loop {
+            let mut busy = false;
+            if let Some(s) = self.session.as_mut() {
+                s.handle_timeout(now);
+            }
+            while let Some(a) = self.conn.poll_action() {
+                busy = true;
+                self.exec(now, a, ctx);
+            }
+            while let Some(e) = self.conn.poll_event() {
+                busy = true;
+                let detail = || self.detail.clone();
+                let out = match e {
+                    Event::Connecting { .. } => None,
+                    Event::Opened { epoch } => {
+                        if let Some(s) = self.session.as_mut() {
+                            s.on_open(now, epoch);
+                        }
+                        Some(ClientEvent::Opened { id })
+                    }
+                    Event::Disconnected { reason, .. } => {
+                        if let Some(s) = self.session.as_mut() {
+                            s.on_disconnect();
+                        }
+                        Some(ClientEvent::Disconnected { id, reason, detail: detail() })
+                    }
+                    Event::Reconnecting { attempt, delay, reason } => {
+                        Some(ClientEvent::Reconnecting { id, attempt, delay, reason, detail: detail() })
+                    }
+                    Event::HeartbeatMissed { consecutive } => {
+                        Some(ClientEvent::HeartbeatMissed { id, consecutive })
+                    }
+                    Event::HeartbeatFailed => Some(ClientEvent::HeartbeatFailed { id }),
+                    Event::Exited(reason) => {
+                        if let Some(s) = self.session.as_mut() {
+                            s.on_disconnect();
+                        }
+                        self.drop_transport(ctx);
+                        exit = Some(reason);
+                        None
+                    }
+                };
+                ctx.events.extend(out);
+            }
+            if self.conn.is_open() {
+                while let Some(step) = self.session.as_mut().and_then(|s| s.poll_step(now)) {
+                    busy = true;
+                    self.send_step(now, step, ctx);
+                }
+            }
+            while let Some(e) = self.session.as_mut().and_then(|s| s.poll_event()) {
+                busy = true;
+                let out = match e {
+                    SessionEvent::Authenticated { .. } => ClientEvent::Authenticated { id },
+                    SessionEvent::AuthRejected { epoch } => {
+                        self.detail = "authentication rejected".into();
+                        self.drop_transport(ctx);
+                        self.conn.handle_error(now, epoch, Reason::AuthRejected);
+                        continue;
+                    }
+                    SessionEvent::Restored { channels, .. } => ClientEvent::Restored { id, channels },
+                    SessionEvent::RequestResolved { id: r } => ClientEvent::RequestResolved { id, request: r },
+                    SessionEvent::RequestTimedOut { id: r } => ClientEvent::RequestTimedOut { id, request: r },
+                    SessionEvent::RequestFailed { id: r } => ClientEvent::RequestFailed { id, request: r },
+                };
+                ctx.events.push_back(out);
+            }
+            if !busy {
+                return exit;
+            }
+        }
+    }
+
+    /// The earliest deadline of this slot's cores.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let s = self.session.as_ref().and_then(|s| s.poll_timeout());
+        zenws_core::time::earliest(self.conn.poll_timeout(), s)
+    }
+}

@@ -1,0 +1,564 @@
+//! `ClientSupervisor`: many supervised clients on one thread.
+//!
+//! One `mio::Poll`, a `slab` of clients keyed by `Token`, one timer heap.
+//! Each loop turn reads the clock once, handles readiness (drain until
+//! `WouldBlock`), due timers, DNS answers and cross-thread commands, and
+//! lets every touched client's cores decide. Exits go to the OTP-style
+//! supervisor core: one-for-one restarts, restart intensity, escalation.
+
+use crate::clock::{Clock, MonotonicClock};
+use crate::config::ClientConfig;
+use crate::error::{ClientId, Error};
+use crate::event::{ClientEvent, Handler, Message};
+use crate::handle::{Command, Handle};
+use crate::resolve::Resolver;
+use crate::slot::{Ctx, Slot};
+use crate::timers::Timers;
+use crate::tls::{client_config, TlsRoots};
+use crate::transport::{SendFailure, TransportConfig, TransportEvent};
+use crate::url::Target;
+use mio::{Events, Poll, Registry, Token, Waker};
+use slab::Slab;
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+use zenws_core::supervisor::{Decision, Supervisor, SupervisorConfig};
+use zenws_core::{ExitReason, Health, Instant, Metrics, SendError, State};
+
+/// Tokens a supervisor uses: its waker at the offset, then one per client.
+pub const TOKEN_SPAN: usize = 1 << 24;
+
+/// Many supervised WebSocket clients driven by one thread.
+///
+/// ```no_run
+/// use zenws_mio::{ClientConfig, ClientEvent, ClientSupervisor};
+/// let mut sup = ClientSupervisor::new().unwrap();
+/// let id = sup.start_client("ws://127.0.0.1:9001/", ClientConfig::default()).unwrap();
+/// loop {
+///     sup.run_once(None).unwrap();
+///     while let Some(ev) = sup.poll_event() {
+///         match ev {
+///             ClientEvent::Opened { .. } => sup.send_text(id, "hello").unwrap(),
+///             ClientEvent::Message { message, .. } => println!("{message:?}"),
+///             other => eprintln!("{other:?}"),
+///         }
+///     }
+/// }
+/// ```
+pub struct ClientSupervisor {
+    poll: Option<Poll>,
+    mio_events: Events,
+    registry: Registry,
+    waker: Arc<Waker>,
+    token_offset: usize,
+    clock: Box<dyn Clock>,
+    slots: Slab<Slot>,
+    ids: HashMap<ClientId, usize>,
+    next_id: Arc<AtomicU64>,
+    core: Supervisor<64>,
+    timers: Timers,
+    resolver: Option<Resolver>,
+    events: VecDeque<ClientEvent>,
+    scratch: Vec<TransportEvent>,
+    commands: mpsc::Receiver<Command>,
+    command_tx: mpsc::Sender<Command>,
+    webpki: Option<Arc<rustls::ClientConfig>>,
+    ca_files: HashMap<PathBuf, Arc<rustls::ClientConfig>>,
+}
+
+impl ClientSupervisor {
+    /// A supervisor with its own `mio::Poll`, default intensity (10 restarts
+    /// in 60 s) and the monotonic clock.
+    pub fn new() -> Result<Self, Error> {
+        Self::with_config(SupervisorConfig::default())
+    }
+
+    /// A supervisor with its own `mio::Poll` and this restart policy.
+    pub fn with_config(config: SupervisorConfig) -> Result<Self, Error> {
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let mut s = Self::build(registry, 0, config)?;
+        s.poll = Some(poll);
+        Ok(s)
+    }
+
+    /// A supervisor living in the caller's event loop: it registers its
+    /// sockets in `registry` with tokens `token_offset ..= token_offset +
+    /// 2^24` ([`TOKEN_SPAN`]). Feed it with [`ClientSupervisor::handle_mio_event`] and call
+    /// [`ClientSupervisor::process`] once per loop turn; wait at most
+    /// [`ClientSupervisor::poll_timeout`].
+    pub fn embedded(registry: &Registry, token_offset: usize, config: SupervisorConfig) -> Result<Self, Error> {
+        Self::build(registry.try_clone()?, token_offset, config)
+    }
+
+    fn build(registry: Registry, token_offset: usize, config: SupervisorConfig) -> Result<Self, Error> {
+        let waker = Arc::new(Waker::new(&registry, Token(token_offset))?);
+        let core = Supervisor::new(config).map_err(|e| Error::InvalidConfig(e.to_string()))?;
+        let (command_tx, commands) = mpsc::channel();
+        Ok(ClientSupervisor {
+            poll: None,
+            mio_events: Events::with_capacity(1024),
+            registry,
+            waker,
+            token_offset,
+            clock: Box::new(MonotonicClock::new()),
+            slots: Slab::new(),
+            ids: HashMap::new(),
+            next_id: Arc::new(AtomicU64::new(1)),
+            core,
+            timers: Timers::default(),
+            resolver: None,
+            events: VecDeque::new(),
+            scratch: Vec::new(),
+            commands,
+            command_tx,
+            webpki: None,
+            ca_files: HashMap::new(),
+        })
+    }
+
+    /// Replace the clock (tests: [`ManualClock`](crate::clock::ManualClock)).
+    pub fn set_clock(&mut self, clock: Box<dyn Clock>) {
+        self.clock = clock;
+    }
+
+    /// The current time on the supervisor's clock.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    /// A handle other threads use to send and to start/stop clients.
+    pub fn handle(&self) -> Handle {
+        Handle::new(self.command_tx.clone(), self.waker.clone(), self.next_id.clone())
+    }
+
+    /// `true` once the restart budget was exhausted: every child was
+    /// stopped and no client can be started.
+    pub fn is_terminated(&self) -> bool {
+        self.core.is_terminated()
+    }
+
+    fn tls_for(&mut self, roots: &TlsRoots) -> Result<Arc<rustls::ClientConfig>, Error> {
+        match roots {
+            TlsRoots::WebPki => {
+                if self.webpki.is_none() {
+                    self.webpki = Some(client_config(roots).map_err(Error::TlsSetup)?);
+                }
+                Ok(self.webpki.clone().expect("just set"))
+            }
+            TlsRoots::CaFile(p) => {
+                if let Some(c) = self.ca_files.get(p) {
+                    return Ok(c.clone());
+                }
+                let c = client_config(roots).map_err(Error::TlsSetup)?;
+                self.ca_files.insert(p.clone(), c.clone());
+                Ok(c)
+            }
+            other => client_config(other).map_err(Error::TlsSetup),
+        }
+    }
+
+    /// Start a client with a fresh id; it connects at once.
+    pub fn start_client(&mut self, url: &str, config: ClientConfig) -> Result<ClientId, Error> {
+        let id = ClientId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        self.start_child(id, url, config)?;
+        Ok(id)
+    }
+
+    /// Start a client with an id of the caller's choosing (static children).
+    pub fn start_child(&mut self, id: ClientId, url: &str, config: ClientConfig) -> Result<(), Error> {
+        if self.core.is_terminated() {
+            return Err(Error::SupervisorTerminated);
+        }
+        if self.ids.contains_key(&id) {
+            return Err(Error::DuplicateClient(id));
+        }
+        // Keep generated ids clear of static ones.
+        self.next_id.fetch_max(id.0 + 1, Ordering::Relaxed);
+        let target = Target::parse(url).map_err(|_| Error::InvalidUrl(url.to_string()))?;
+        let tls = if target.secure { Some(self.tls_for(&config.tls)?) } else { None };
+        let max = config.connection.max_message_size;
+        let tcfg = Arc::new(TransportConfig {
+            max_message_size: max,
+            max_frame_size: max,
+            read_buffer_size: config.read_buffer_size,
+            // Writes are batched by the loop; the bound is the core's max_pending_bytes
+            // plus one maximal message, so an admitted send always fits.
+            max_write_buffer_size: config.connection.max_pending_bytes.saturating_add(max),
+            headers: config.headers.clone(),
+            tls,
+            ..TransportConfig::default()
+        });
+        let entry = self.slots.vacant_entry();
+        let key = entry.key();
+        let slot = entry.insert(Slot::new(id, key + self.token_offset + 1, target, Arc::new(config), tcfg));
+        self.ids.insert(id, key);
+        let now = self.clock.now();
+        slot.conn.connect(now);
+        log::debug!("{id}: started, url {}", slot.target);
+        self.drive(key, now);
+        Ok(())
+    }
+
+    fn key_of(&self, id: ClientId) -> Result<usize, Error> {
+        self.ids.get(&id).copied().ok_or(Error::UnknownClient(id))
+    }
+
+    /// Stop a client: close handshake (1000), a normal exit, never restarted.
+    pub fn stop_client(&mut self, id: ClientId) -> Result<(), Error> {
+        let key = self.key_of(id)?;
+        let now = self.clock.now();
+        let slot = &mut self.slots[key];
+        slot.stopping = true;
+        slot.conn.close(now);
+        self.drive(key, now);
+        Ok(())
+    }
+
+    /// Ids of the live clients, in id order.
+    pub fn list_clients(&self) -> Vec<ClientId> {
+        let mut v: Vec<ClientId> = self.ids.keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// Heartbeat health of a client.
+    pub fn health(&self, id: ClientId) -> Option<Health> {
+        Some(self.slots[*self.ids.get(&id)?].conn.health())
+    }
+
+    /// Counters of a client (messages in/out, reconnects, restarts); RTT
+    /// percentiles are in [`ClientSupervisor::health`].
+    pub fn metrics(&self, id: ClientId) -> Option<Metrics> {
+        Some(self.slots[*self.ids.get(&id)?].conn.metrics())
+    }
+
+    /// Lifecycle state of a client.
+    pub fn state(&self, id: ClientId) -> Option<State> {
+        Some(self.slots[*self.ids.get(&id)?].conn.state())
+    }
+
+    /// Send a text message. Refused with a typed error (nothing queued)
+    /// while not open, when the write queue is full, too large or rate limited.
+    pub fn send_text(&mut self, id: ClientId, text: impl Into<String>) -> Result<(), Error> {
+        self.send(id, tungstenite::Message::text(text.into()))
+    }
+
+    /// Send a binary message (same rules as [`ClientSupervisor::send_text`]).
+    pub fn send_binary(&mut self, id: ClientId, data: impl Into<tungstenite::Bytes>) -> Result<(), Error> {
+        self.send(id, tungstenite::Message::Binary(data.into()))
+    }
+
+    /// Send a [`Message`].
+    pub fn send_message(&mut self, id: ClientId, message: Message) -> Result<(), Error> {
+        match message {
+            Message::Text(t) => self.send(id, tungstenite::Message::Text(t)),
+            Message::Binary(b) => self.send(id, tungstenite::Message::Binary(b)),
+        }
+    }
+
+    fn send(&mut self, id: ClientId, msg: tungstenite::Message) -> Result<(), Error> {
+        let key = self.key_of(id)?;
+        let now = self.clock.now();
+        let slot = &mut self.slots[key];
+        let pending = slot.transport.as_ref().map_or(0, |t| t.pending_write_bytes());
+        let payload: &[u8] = match &msg {
+            tungstenite::Message::Text(t) => t.as_bytes(),
+            tungstenite::Message::Binary(b) => b,
+            _ => &[],
+        };
+        slot.conn.handle_send(now, payload, pending)?;
+        let t = slot.transport.as_mut().ok_or(Error::Send(SendError::NotConnected))?;
+        match t.send(&self.registry, msg) {
+            Ok(()) => {
+                self.reschedule(key);
+                Ok(())
+            }
+            Err(SendFailure::Backpressure(_)) => Err(Error::Send(SendError::QueueFull)),
+            Err(SendFailure::NotOpen(_)) => Err(Error::Send(SendError::NotConnected)),
+            Err(SendFailure::Failed) => {
+                // The socket is gone: collect its failure event now.
+                let mut ctx = Ctx {
+                    registry: &self.registry,
+                    resolver: &mut self.resolver,
+                    waker: &self.waker,
+                    events: &mut self.events,
+                    scratch: &mut self.scratch,
+                };
+                self.slots[key].on_ready(now, false, false, &mut ctx);
+                self.drive(key, now);
+                Err(Error::Send(SendError::NotConnected))
+            }
+        }
+    }
+
+    /// Send a JSON-RPC request (text with an integer `"id"`) and track it:
+    /// its response yields [`ClientEvent::RequestResolved`], silence
+    /// [`ClientEvent::RequestTimedOut`], a disconnect [`ClientEvent::RequestFailed`].
+    pub fn request(&mut self, id: ClientId, text: impl Into<String>) -> Result<u64, Error> {
+        let text = text.into();
+        let rid = zenws_core::json::scan(text.as_bytes())
+            .ok()
+            .and_then(|v| v.id)
+            .ok_or(Error::Request("the request has no integer \"id\""))?;
+        let key = self.key_of(id)?;
+        let now = self.clock.now();
+        self.slots[key].session_mut().track_request(now, rid).map_err(|e| {
+            Error::Request(match e {
+                zenws_core::requests::TrackError::DuplicateId => "duplicate id in flight",
+                zenws_core::requests::TrackError::Full => "too many requests in flight",
+            })
+        })?;
+        if let Err(e) = self.send_text(id, text) {
+            self.slots[key].session_mut().untrack_request(rid);
+            return Err(e);
+        }
+        self.reschedule(key);
+        Ok(rid)
+    }
+
+    /// A fresh JSON-RPC id for this client's requests.
+    pub fn next_request_id(&mut self, id: ClientId) -> Result<u64, Error> {
+        let key = self.key_of(id)?;
+        Ok(self.slots[key].session_mut().next_id())
+    }
+
+    /// Track `channel` for this client: restored after every (re)connect
+    /// and restart. If the client is open and has session hooks, the
+    /// subscribe request is sent now as well.
+    pub fn subscribe(&mut self, id: ClientId, channel: &str) -> Result<(), Error> {
+        let key = self.key_of(id)?;
+        let slot = &mut self.slots[key];
+        slot.session_mut()
+            .subscribe(channel)
+            .map_err(|_| Error::Request("subscription set full or channel name too long"))?;
+        if let (true, Some(hooks)) = (slot.conn.is_open(), slot.config.hooks.clone()) {
+            let rid = slot.session_mut().next_id();
+            let text = hooks.subscribe(rid, &[channel]);
+            self.send_text(id, text)?;
+        }
+        Ok(())
+    }
+
+    /// Next event, if any.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// How long the caller's loop may sleep before calling
+    /// [`ClientSupervisor::process`] (embedded mode).
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        let next = self.timers.peek()?;
+        Some(next - self.clock.now())
+    }
+
+    /// Does this mio token belong to this supervisor?
+    pub fn owns_token(&self, token: Token) -> bool {
+        (self.token_offset..=self.token_offset + TOKEN_SPAN).contains(&token.0)
+    }
+
+    /// Feed one readiness event (embedded mode). Returns `false` if the
+    /// token is not ours.
+    pub fn handle_mio_event(&mut self, event: &mio::event::Event) -> bool {
+        if !self.owns_token(event.token()) {
+            return false;
+        }
+        let t = event.token().0;
+        if t == self.token_offset {
+            return true; // the waker: commands and DNS answers are handled in process()
+        }
+        let key = t - self.token_offset - 1;
+        if !self.slots.contains(key) {
+            return true; // a late event for a removed client
+        }
+        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+        let writable = event.is_writable() || event.is_write_closed() || event.is_error();
+        let now = self.clock.now();
+        let mut ctx = Ctx {
+            registry: &self.registry,
+            resolver: &mut self.resolver,
+            waker: &self.waker,
+            events: &mut self.events,
+            scratch: &mut self.scratch,
+        };
+        self.slots[key].on_ready(now, readable, writable, &mut ctx);
+        self.drive(key, now);
+        true
+    }
+
+    /// Timers, DNS answers and cross-thread commands (call once per loop turn).
+    pub fn process(&mut self) {
+        let now = self.clock.now();
+        while let Ok(cmd) = self.commands.try_recv() {
+            self.command(cmd);
+        }
+        let answers: Vec<_> = self.resolver.as_ref().map(|r| std::iter::from_fn(|| r.try_recv()).collect()).unwrap_or_default();
+        for (key, result) in answers {
+            if let Some(slot) = self.slots.get_mut(key - self.token_offset - 1) {
+                let mut ctx = Ctx {
+                    registry: &self.registry,
+                    resolver: &mut self.resolver,
+                    waker: &self.waker,
+                    events: &mut self.events,
+                    scratch: &mut self.scratch,
+                };
+                slot.on_resolved(now, result, &mut ctx);
+                let k = slot.token - self.token_offset - 1;
+                self.drive(k, now);
+            }
+        }
+        while let Some((at, key)) = self.timers.pop_due(now) {
+            let Some(slot) = self.slots.get_mut(key) else { continue };
+            if slot.deadline != Some(at) {
+                continue; // stale entry
+            }
+            slot.deadline = None;
+            slot.conn.handle_timeout(now);
+            if let Some(s) = slot.session.as_mut() {
+                s.handle_timeout(now);
+            }
+            self.drive(key, now);
+        }
+        let slots = &self.slots;
+        self.timers.compact(slots.len(), |k| slots.get(k).and_then(|s| s.deadline));
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let result = match cmd {
+            Command::Start { id, url, config } => self.start_child(id, &url, *config).map(|_| ()),
+            Command::Stop(id) => self.stop_client(id),
+            Command::SendText(id, t) => self.send_text(id, t),
+            Command::SendBinary(id, b) => self.send_binary(id, b),
+        };
+        if let Err(e) = result {
+            log::warn!("command from handle failed: {e}");
+        }
+    }
+
+    /// One loop turn with the supervisor's own `Poll`: wait for readiness
+    /// (at most `max_wait`, and never past the next core deadline), then
+    /// handle it all. Events are then ready in [`ClientSupervisor::poll_event`].
+    pub fn run_once(&mut self, max_wait: Option<Duration>) -> Result<(), Error> {
+        let mut poll = self.poll.take().expect("run_once needs the supervisor's own Poll (not embedded)");
+        let wait = match (self.poll_timeout(), max_wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let res = poll.poll(&mut self.mio_events, wait);
+        let result = match res {
+            Ok(()) => {
+                let events = std::mem::replace(&mut self.mio_events, Events::with_capacity(0));
+                for ev in events.iter() {
+                    self.handle_mio_event(ev);
+                }
+                self.mio_events = events;
+                self.process();
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(Error::Io(e)),
+        };
+        self.poll = Some(poll);
+        result
+    }
+
+    /// Run until `done` says so, handing every event to `handler`.
+    pub fn run<H: Handler>(&mut self, handler: &mut H, mut done: impl FnMut(&Self) -> bool) -> Result<(), Error> {
+        while !done(self) {
+            self.run_once(Some(Duration::from_millis(100)))?;
+            while let Some(ev) = self.poll_event() {
+                handler.on_event(self, ev);
+            }
+        }
+        Ok(())
+    }
+
+    fn reschedule(&mut self, key: usize) {
+        let Some(slot) = self.slots.get_mut(key) else { return };
+        let next = slot.next_deadline();
+        if next != slot.deadline {
+            slot.deadline = next;
+            if let Some(at) = next {
+                self.timers.schedule(at, key);
+            }
+        }
+    }
+
+    /// Let slot `key`'s cores run, then act on an exit.
+    fn drive(&mut self, key: usize, now: Instant) {
+        let mut ctx = Ctx {
+            registry: &self.registry,
+            resolver: &mut self.resolver,
+            waker: &self.waker,
+            events: &mut self.events,
+            scratch: &mut self.scratch,
+        };
+        let Some(slot) = self.slots.get_mut(key) else { return };
+        let exit = slot.drive(now, &mut ctx);
+        match exit {
+            Some(reason) => self.on_exit(key, reason, now),
+            None => self.reschedule(key),
+        }
+    }
+
+    fn on_exit(&mut self, key: usize, reason: ExitReason, now: Instant) {
+        let slot = &mut self.slots[key];
+        let decision = if slot.stopping || self.core.is_terminated() {
+            Decision::Remove
+        } else {
+            self.core.handle_exit(now, slot.config.restart, &reason)
+        };
+        match decision {
+            Decision::Restart { at } => {
+                let slot = &mut self.slots[key];
+                log::info!("{}: restarting after {reason}", slot.id);
+                slot.conn.restart(now, at);
+                self.events.push_back(ClientEvent::Restarted {
+                    id: slot.id,
+                    restarts: slot.conn.metrics().restarts,
+                    reason,
+                });
+                self.drive(key, now);
+            }
+            Decision::Remove | Decision::Terminated => self.remove(key, reason),
+            Decision::Escalate { restarts, window } => {
+                log::error!("restart budget exhausted: {restarts} restarts in {window:?}; stopping all children");
+                self.remove(key, reason);
+                self.events.push_back(ClientEvent::BudgetExhausted { restarts, window });
+                let keys: Vec<usize> = self.slots.iter().map(|(k, _)| k).collect();
+                for k in keys {
+                    let slot = &mut self.slots[k];
+                    slot.stopping = true;
+                    slot.conn.close(now);
+                    self.drive(k, now);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, key: usize, reason: ExitReason) {
+        let mut slot = self.slots.remove(key);
+        if let Some(mut t) = slot.transport.take() {
+            t.abort(&self.registry);
+        }
+        self.ids.remove(&slot.id);
+        let id = slot.id;
+        self.events.push_back(match reason {
+            ExitReason::Normal => ClientEvent::Stopped { id },
+            reason => ClientEvent::Failed { id, reason, detail: std::mem::take(&mut slot.detail) },
+        });
+    }
+
+    /// Number of live clients.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// No live clients.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}

@@ -1,0 +1,120 @@
+//! The mio driver against real loopback servers: echo, many clients, reconnects.
+
+use std::time::{Duration, Instant};
+use zenws_core::HeartbeatConfig;
+use zenws_mio::{ClientConfig, ClientEvent, ClientId, ClientSupervisor};
+use zenws_tests::{EchoOptions, EchoServer, TestPki};
+
+/// Run the loop until `cond` holds or `secs` pass; returns every event seen.
+fn run_until(
+    sup: &mut ClientSupervisor,
+    secs: u64,
+    mut cond: impl FnMut(&mut ClientSupervisor, &[ClientEvent]) -> bool,
+) -> Vec<ClientEvent> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        sup.run_once(Some(Duration::from_millis(20))).unwrap();
+        while let Some(ev) = sup.poll_event() {
+            seen.push(ev);
+        }
+        if cond(sup, &seen) {
+            return seen;
+        }
+    }
+    panic!(
+        "condition not met in {secs}s; events: {:#?}",
+        &seen[seen.len().saturating_sub(20)..]
+    );
+}
+
+fn opened(events: &[ClientEvent], id: ClientId) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::Opened { id: i } if *i == id))
+        .count()
+}
+
+fn echoed(events: &[ClientEvent], id: ClientId, text: &str) -> bool {
+    events.iter().any(|e| matches!(e, ClientEvent::Message { id: i, message } if *i == id && message.as_text() == Some(text)))
+}
+
+fn quiet() -> ClientConfig {
+    let mut c = ClientConfig::default();
+    c.connection.heartbeat = HeartbeatConfig::none();
+    c
+}
+
+#[test]
+fn plain_echo_and_custom_header() {
+    let server = EchoServer::plain().unwrap();
+    let mut sup = ClientSupervisor::new().unwrap();
+    let id = sup
+        .start_client(
+            &server.url_with_path("/feed?x=1"),
+            quiet().header("Authorization", "Bearer t0k"),
+        )
+        .unwrap();
+    run_until(&mut sup, 10, |_, ev| opened(ev, id) == 1);
+    sup.send_text(id, "hello").unwrap();
+    sup.send_binary(id, vec![1u8, 2, 3]).unwrap();
+    run_until(&mut sup, 10, |_, ev| echoed(ev, id, "hello"));
+    assert_eq!(
+        server.last_request_header("authorization").as_deref(),
+        Some("Bearer t0k")
+    );
+    assert_eq!(server.last_request_path().as_deref(), Some("/feed?x=1"));
+    sup.stop_client(id).unwrap();
+    let ev = run_until(&mut sup, 10, |s, _| s.is_empty());
+    assert!(
+        ev.iter().any(|e| matches!(e, ClientEvent::Stopped { .. })),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn tls_echo_with_generated_ca() {
+    let pki = TestPki::generate();
+    let server = EchoServer::start(EchoOptions::tls(pki.server_config())).unwrap();
+    let ca = pki.write_ca_temp_file().unwrap();
+    let mut sup = ClientSupervisor::new().unwrap();
+    let id = sup
+        .start_client(&server.url(), quiet().ca_file(&ca))
+        .unwrap();
+    run_until(&mut sup, 10, |_, ev| opened(ev, id) == 1);
+    sup.send_text(id, "secure").unwrap();
+    run_until(&mut sup, 10, |_, ev| echoed(ev, id, "secure"));
+}
+
+#[test]
+fn hundred_clients_echo_then_reconnect_after_server_kill() {
+    let server = EchoServer::plain().unwrap();
+    let mut sup = ClientSupervisor::new().unwrap();
+    let mut cfg = quiet();
+    cfg.connection.retry.retry_delay = Duration::from_millis(50);
+    let ids: Vec<ClientId> = (0..120)
+        .map(|_| sup.start_client(&server.url(), cfg.clone()).unwrap())
+        .collect();
+    run_until(&mut sup, 20, |_, ev| {
+        ids.iter().all(|&id| opened(ev, id) == 1)
+    });
+    for &id in &ids {
+        sup.send_text(id, format!("m{}", id.0)).unwrap();
+    }
+    run_until(&mut sup, 20, |_, ev| {
+        ids.iter().all(|&id| echoed(ev, id, &format!("m{}", id.0)))
+    });
+    server.kill_connections();
+    // Each client notices the dead socket, reconnects and echoes again.
+    run_until(&mut sup, 30, |_, ev| ids.iter().all(|&id| opened(ev, id) == 1));
+    for &id in &ids {
+        sup.send_text(id, format!("again{}", id.0)).unwrap();
+    }
+    run_until(&mut sup, 20, |_, ev| {
+        ids.iter()
+            .all(|&id| echoed(ev, id, &format!("again{}", id.0)))
+    });
+    assert!(ids
+        .iter()
+        .all(|&id| sup.metrics(id).unwrap().reconnects >= 1));
+}

@@ -1,4 +1,47 @@
-//! zenws-mio (work in progress)
+//! # zenws-mio: many supervised WebSocket clients on one thread
+//!
+//! The I/O half of zenws. The [`zenws_core`] state machines decide
+//! everything (when to connect, retry, ping, give up, restart); this crate
+//! does the I/O for thousands of connections on one thread: one
+//! `mio::Poll`, a `slab` of clients keyed by `Token`, non-blocking TCP →
+//! rustls (for `wss://`) → tungstenite, one timer heap fed by the cores'
+//! deadlines.
+//!
+//! - [`Client`]: one connection, blocking calls, reconnects and heartbeats
+//!   but no supervisor restarts.
+//! - [`ClientSupervisor`]: many clients, one-for-one restarts (permanent /
+//!   transient / temporary) with a restart budget (default 10 in 60 s);
+//!   events drained with [`ClientSupervisor::poll_event`] or given to a
+//!   [`Handler`]; static children with your own ids
+//!   ([`ClientSupervisor::start_child`]).
+//! - [`Handle`]: other threads send and start/stop clients (channel +
+//!   `mio::Waker`).
+//! - Your own loop: [`ClientSupervisor::embedded`] registers into your
+//!   `mio::Registry`; forward events with
+//!   [`ClientSupervisor::handle_mio_event`], call
+//!   [`ClientSupervisor::process`] each turn, sleep at most
+//!   [`ClientSupervisor::poll_timeout`].
+//!
+//! Sends are never queued across a reconnect: while a client is not open,
+//! a send fails with `SendError::NotConnected` and the caller keeps the
+//! message. Certificate errors, 401/403 and protocol violations are fatal
+//! (no retry storm); network errors are transient and go through the retry
+//! ladder. Header values and credentials never appear in `Debug` output.
+//! DNS runs on one background thread (IP literals and `localhost` resolve
+//! inline), so the loop never blocks on a resolver.
+//!
+//! ```
+//! use std::time::Duration;
+//! use zenws_mio::{Client, ClientConfig};
+//! # let server = zenws_tests::EchoServer::plain().unwrap();
+//! # let url = server.url();
+//! let mut client = Client::connect(&url, ClientConfig::default())?;
+//! client.send_text("hello")?;
+//! let reply = client.recv_message(Duration::from_secs(5))?.expect("echo");
+//! assert_eq!(reply.as_text(), Some("hello"));
+//! client.close()?;
+//! # Ok::<(), zenws_mio::Error>(())
+//! ```
 #![deny(missing_docs)]
 
 pub mod client;

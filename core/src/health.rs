@@ -54,4 +54,8 @@ pub struct Metrics {
     pub opens: u32,
     /// Restarts by a supervisor.
     pub restarts: u32,
+    /// Median heartbeat round trip over the RTT window.
+    pub rtt_p50: Option<Duration>,
+    /// 99th percentile heartbeat round trip over the RTT window.
+    pub rtt_p99: Option<Duration>,
 }

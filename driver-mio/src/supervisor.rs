@@ -80,7 +80,7 @@ impl ClientSupervisor {
     pub fn with_config(config: SupervisorConfig) -> Result<Self, Error> {
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
-        let mut s = Self::build(registry, 0, config)?;
+        let mut s = Self::build(registry, 0, config, None)?;
         s.poll = Some(poll);
         Ok(s)
     }
@@ -90,12 +90,32 @@ impl ClientSupervisor {
     /// 2^24` ([`TOKEN_SPAN`]). Feed it with [`ClientSupervisor::handle_mio_event`] and call
     /// [`ClientSupervisor::process`] once per loop turn; wait at most
     /// [`ClientSupervisor::poll_timeout`].
+    ///
+    /// It registers a `mio::Waker` at `token_offset`. mio allows one waker
+    /// per `Poll`: if the loop has its own, or runs several supervisors, use
+    /// [`ClientSupervisor::embedded_with_waker`].
     pub fn embedded(registry: &Registry, token_offset: usize, config: SupervisorConfig) -> Result<Self, Error> {
-        Self::build(registry.try_clone()?, token_offset, config)
+        Self::build(registry.try_clone()?, token_offset, config, None)
     }
 
-    fn build(registry: Registry, token_offset: usize, config: SupervisorConfig) -> Result<Self, Error> {
-        let waker = Arc::new(Waker::new(&registry, Token(token_offset))?);
+    /// Like [`ClientSupervisor::embedded`], but handles and DNS answers wake
+    /// the loop through the caller's `waker` (shared with the caller's own
+    /// uses and other supervisors): call [`ClientSupervisor::process`] after
+    /// every wake-up.
+    pub fn embedded_with_waker(
+        registry: &Registry,
+        token_offset: usize,
+        config: SupervisorConfig,
+        waker: Arc<Waker>,
+    ) -> Result<Self, Error> {
+        Self::build(registry.try_clone()?, token_offset, config, Some(waker))
+    }
+
+    fn build(registry: Registry, token_offset: usize, config: SupervisorConfig, waker: Option<Arc<Waker>>) -> Result<Self, Error> {
+        let waker = match waker {
+            Some(w) => w,
+            None => Arc::new(Waker::new(&registry, Token(token_offset))?),
+        };
         let core = Supervisor::new(config).map_err(|e| Error::InvalidConfig(e.to_string()))?;
         let (command_tx, commands) = mpsc::channel();
         Ok(ClientSupervisor {

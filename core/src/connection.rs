@@ -189,9 +189,74 @@ enum Phase {
     Failed(ExitReason),
 }
 
-const QUEUE: usize = 8;
+/// Pending actions. One input emits at most two (restart: `Abort` +
+/// `Connect`) and the driver drains after every input, so 4 leaves room for
+/// a driver that drains every other input. Kept small: it is the largest
+/// part of a [`Connection`] (4 × 32 bytes).
+const ACTIONS: usize = 4;
+/// Pending events. One input emits at most four (heartbeat dead:
+/// `HeartbeatMissed`, `HeartbeatFailed`, `Disconnected`, `Reconnecting`).
+const EVENTS: usize = 8;
 
 /// One client's decision core. See the [module docs](self).
+///
+/// What a `Client` does with it: connect, answer the heartbeat, report
+/// health, give up on a dead peer, reconnect, and close on request. The
+/// caller plays the driver (sockets and clock are its business):
+///
+/// ```
+/// use core::time::Duration;
+/// use zenws_core::frame::Frame;
+/// use zenws_core::{
+///     Action, Connection, ConnectionConfig, Error, Event, ExitReason, HealthStatus,
+///     HeartbeatConfig, Instant, State,
+/// };
+///
+/// let ms = Duration::from_millis;
+/// let mut conn = Connection::new(ConnectionConfig {
+///     // ping every 100 ms, 50 ms to answer, dead after 2 misses in a row
+///     heartbeat: HeartbeatConfig::ping(ms(100), ms(50)),
+///     ..ConnectionConfig::default()
+/// });
+/// let t0 = Instant::from_millis(1_000);
+/// conn.connect(t0);
+/// assert_eq!(conn.poll_action(), Some(Action::Connect { epoch: 1 }));
+/// conn.handle_open(t0, 1);
+///
+/// // The first ping is due 100 ms after the open; the peer answers in 3 ms.
+/// let tick = conn.poll_timeout().unwrap();
+/// assert_eq!(tick, t0 + ms(100));
+/// conn.handle_timeout(tick);
+/// let Some(Action::Send { epoch: 1, frame: Frame::Ping { token } }) = conn.poll_action() else {
+///     panic!("expected a ping")
+/// };
+/// // The driver writes `frame.encode()` as a ping; the pong echoes the payload.
+/// conn.handle_pong(tick + ms(3), 1, &token.to_be_bytes());
+/// let health = conn.health();
+/// assert_eq!(health.status, HealthStatus::Healthy);
+/// assert_eq!(health.rtt_last, Some(ms(3)));
+///
+/// // Then the peer goes silent: the driver just keeps firing the deadlines.
+/// let mut now = tick;
+/// while conn.state() == State::Open {
+///     now = conn.poll_timeout().unwrap();
+///     conn.handle_timeout(now);
+/// }
+/// // Two misses: aborted with 1011 and queued for a reconnect, 350 ms after
+/// // the open (the bound is interval × 2 + timeout after the last pong).
+/// assert_eq!(now, t0 + ms(350));
+/// let actions: Vec<_> = std::iter::from_fn(|| conn.poll_action()).collect();
+/// assert!(actions.contains(&Action::Abort { epoch: 1, code: 1011 }));
+/// let events: Vec<_> = std::iter::from_fn(|| conn.poll_event()).collect();
+/// assert!(events.contains(&Event::HeartbeatFailed));
+/// assert!(matches!(events.last(), Some(Event::Reconnecting { reason: Error::HeartbeatFailed, .. })));
+/// assert_eq!(conn.state(), State::Backoff);
+///
+/// // The user closes the client: a normal exit, never restarted.
+/// conn.close(now);
+/// assert_eq!(conn.poll_event(), Some(Event::Exited(ExitReason::Normal)));
+/// assert!(conn.is_terminated());
+/// ```
 #[derive(Debug)]
 pub struct Connection {
     config: ConnectionConfig,
@@ -203,8 +268,8 @@ pub struct Connection {
     bucket: Option<TokenBucket>,
     last_data: Option<Instant>,
     metrics: Metrics,
-    actions: Deque<Action, QUEUE>,
-    events: Deque<Event, QUEUE>,
+    actions: Deque<Action, ACTIONS>,
+    events: Deque<Event, EVENTS>,
 }
 
 impl Connection {
@@ -425,13 +490,24 @@ impl Connection {
         {
             return Delivery::Stale;
         }
+        let closing = matches!(self.phase, Phase::Closing { .. });
         if data.len() > self.config.max_message_size {
-            self.abort_and_lose(now, Error::MessageTooLarge, 1009);
+            if closing {
+                // The user is closing anyway: drop the socket, end normally.
+                self.push_action(Action::Abort { epoch, code: 1009 });
+                self.finish(ExitReason::Normal);
+            } else {
+                self.abort_and_lose(now, Error::MessageTooLarge, 1009);
+            }
             return Delivery::Stale;
         }
         let inbound = self.heartbeat.on_message(now, data);
         if let Some(frame) = inbound.reply {
-            self.push_action(Action::Send { epoch, frame });
+            // Once our close frame is out, no more data frames (RFC 6455
+            // §5.5.1): a heartbeat reply while closing is dropped.
+            if !closing {
+                self.push_action(Action::Send { epoch, frame });
+            }
         }
         if inbound.consumed {
             return Delivery::Consumed;
@@ -608,6 +684,14 @@ impl Connection {
 
     /// Counters.
     pub fn metrics(&self) -> Metrics {
-        self.metrics
+        Metrics {
+            rtt_p50: self.heartbeat.rtt().p50(),
+            rtt_p99: self.heartbeat.rtt().p99(),
+            ..self.metrics
+        }
     }
 }
+
+#[cfg(test)]
+#[path = "connection_tests.rs"]
+mod tests;

@@ -47,7 +47,7 @@ pub enum Frame {
     },
     /// The custom heartbeat strategy's ping, with the configured payload.
     Custom {
-        /// The payload, from [`HeartbeatConfig::Custom`](crate::heartbeat::HeartbeatConfig::Custom).
+        /// The payload, from [`Strategy::Custom`](crate::heartbeat::Strategy::Custom).
         payload: &'static [u8],
         /// How it is sent.
         kind: FrameKind,

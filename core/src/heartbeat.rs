@@ -229,8 +229,13 @@ impl Heartbeat {
     }
 
     /// When [`Heartbeat::handle_timeout`] must run next.
+    ///
+    /// While a ping is outstanding nothing can happen before its pong is
+    /// due (the next ping waits for it), so that is the deadline even if the
+    /// next ping's slot has already passed (a late tick): reporting the past
+    /// slot would make the caller spin until the pong is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let pong_due = match (self.outstanding, self.config.strategy) {
+        match (self.outstanding, self.config.strategy) {
             (Some((_, sent)), Strategy::Ping { timeout, interval })
             | (
                 Some((_, sent)),
@@ -238,9 +243,8 @@ impl Heartbeat {
                     timeout, interval, ..
                 },
             ) => Some(sent + timeout.min(interval)),
-            _ => None,
-        };
-        crate::time::earliest(self.next, pong_due)
+            _ => self.next,
+        }
     }
 
     fn miss(&mut self, tick: &mut Tick) {
@@ -290,12 +294,20 @@ impl Heartbeat {
             Strategy::Deribit { interval_secs, .. } => {
                 if let Some(next) = self.next {
                     if now >= next {
-                        self.miss(&mut tick);
+                        // A late tick counts every slot that has passed, so
+                        // the next deadline is in the future (no catch-up storm
+                        // of immediate timeouts).
                         let interval = Duration::from_secs(u64::from(interval_secs.max(10)));
+                        let step = interval.as_nanos() as u64; // ≥ 10 s, fits
+                        let slots = (now - next).as_nanos() as u64 / step + 1;
+                        let slots = u32::try_from(slots).unwrap_or(u32::MAX);
+                        self.consecutive = self.consecutive.saturating_add(slots - 1);
+                        self.total = self.total.saturating_add(slots - 1);
+                        self.miss(&mut tick);
                         self.next = if tick.dead {
                             None
                         } else {
-                            Some(next + interval)
+                            Some(next + interval.saturating_mul(slots))
                         };
                     }
                 }

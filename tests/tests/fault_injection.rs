@@ -587,7 +587,7 @@ fn truncated(tls: bool) {
     s.proxy.set_mode(ProxyMode::PassThrough);
     run_until(&mut sup, 10, |_, ev| opened(ev, id) == 1);
     sup.send_binary(id, vec![9u8; 10_000]).unwrap();
-    run_until(&mut sup, 10, |_, ev| messages(&ev, id) == 1);
+    run_until(&mut sup, 10, |_, ev| messages(ev, id) == 1);
 }
 
 #[test]

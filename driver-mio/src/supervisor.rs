@@ -111,7 +111,12 @@ impl ClientSupervisor {
         Self::build(registry.try_clone()?, token_offset, config, Some(waker))
     }
 
-    fn build(registry: Registry, token_offset: usize, config: SupervisorConfig, waker: Option<Arc<Waker>>) -> Result<Self, Error> {
+    fn build(
+        registry: Registry,
+        token_offset: usize,
+        config: SupervisorConfig,
+        waker: Option<Arc<Waker>>,
+    ) -> Result<Self, Error> {
         let waker = match waker {
             Some(w) => w,
             None => Arc::new(Waker::new(&registry, Token(token_offset))?),

@@ -212,6 +212,9 @@ impl Slot {
             s.on_message(now, message.as_bytes());
         }
         ctx.events.push_back(ClientEvent::Message { id: self.id, message });
+        // Drain at once: one read can carry more responses than the
+        // session's event queue holds (RequestResolved would be dropped).
+        self.session_events(now, ctx);
     }
 
     fn send_step(&mut self, now: Instant, step: Step, ctx: &mut Ctx<'_>) {
@@ -240,6 +243,31 @@ impl Slot {
                 log::warn!("{}: session step not sent: {e:?}", self.id);
             }
         }
+    }
+
+    /// Turn the session's events into client events (acting on auth
+    /// failures). Returns whether there were any.
+    fn session_events(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> bool {
+        let id = self.id;
+        let mut any = false;
+        while let Some(e) = self.session.as_mut().and_then(|s| s.poll_event()) {
+            any = true;
+            let out = match e {
+                SessionEvent::Authenticated { .. } => ClientEvent::Authenticated { id },
+                SessionEvent::AuthRejected { epoch } => {
+                    self.detail = "authentication rejected".into();
+                    self.drop_transport(ctx);
+                    self.conn.handle_error(now, epoch, Reason::AuthRejected);
+                    continue;
+                }
+                SessionEvent::Restored { channels, .. } => ClientEvent::Restored { id, channels },
+                SessionEvent::RequestResolved { id: r } => ClientEvent::RequestResolved { id, request: r },
+                SessionEvent::RequestTimedOut { id: r } => ClientEvent::RequestTimedOut { id, request: r },
+                SessionEvent::RequestFailed { id: r } => ClientEvent::RequestFailed { id, request: r },
+            };
+            ctx.events.push_back(out);
+        }
+        any
     }
 
     /// Run the cores until quiet. Returns the exit reason if this
@@ -297,23 +325,7 @@ impl Slot {
                     self.send_step(now, step, ctx);
                 }
             }
-            while let Some(e) = self.session.as_mut().and_then(|s| s.poll_event()) {
-                busy = true;
-                let out = match e {
-                    SessionEvent::Authenticated { .. } => ClientEvent::Authenticated { id },
-                    SessionEvent::AuthRejected { epoch } => {
-                        self.detail = "authentication rejected".into();
-                        self.drop_transport(ctx);
-                        self.conn.handle_error(now, epoch, Reason::AuthRejected);
-                        continue;
-                    }
-                    SessionEvent::Restored { channels, .. } => ClientEvent::Restored { id, channels },
-                    SessionEvent::RequestResolved { id: r } => ClientEvent::RequestResolved { id, request: r },
-                    SessionEvent::RequestTimedOut { id: r } => ClientEvent::RequestTimedOut { id, request: r },
-                    SessionEvent::RequestFailed { id: r } => ClientEvent::RequestFailed { id, request: r },
-                };
-                ctx.events.push_back(out);
-            }
+            busy |= self.session_events(now, ctx);
             if !busy {
                 return exit;
             }

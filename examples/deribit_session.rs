@@ -1,0 +1,543 @@
+//! The reusable part of the Deribit example: how the client is configured
+//! and what the application does on each event. `examples/deribit.rs` runs
+//! it against a real (or any Deribit-compatible) endpoint; the integration
+//! test `examples/tests/deribit_session.rs` runs it against the loopback
+//! `DeribitServer`.
+//!
+//! The session layer does the protocol chores after *every* open (first
+//! connect, reconnect, supervisor restart): `public/auth` with client
+//! credentials, then one subscribe request for the tracked channels. The
+//! core answers Deribit's `test_request` heartbeats with `public/test` and
+//! charges every user send to Deribit's credit bucket
+//! ([`RateLimit::deribit`]). What is left to the application is below:
+//! count data per channel, correlate its own JSON-RPC requests, and wait
+//! `retry_after` when a send is rate limited.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zenws_core::json;
+use zenws_core::ratelimit::RateLimit;
+use zenws_core::session::SessionConfig;
+use zenws_core::{ExitReason, HeartbeatConfig, SendError};
+use zenws_mio::{ClientConfig, ClientEvent, ClientId, ClientSupervisor, DeribitSession, Error};
+
+/// Deribit's error code for an exhausted credit balance.
+pub const TOO_MANY_REQUESTS: i64 = 10028;
+
+/// What to connect with. `Debug` never shows the secret.
+#[derive(Clone)]
+pub struct DeribitSetup {
+    /// `client_id`; with `client_secret`, enables `public/auth` and the private channel.
+    pub client_id: Option<String>,
+    /// `client_secret`.
+    pub client_secret: Option<String>,
+    /// Instrument of the channels (default `BTC-PERPETUAL`).
+    pub instrument: String,
+    /// `public/set_heartbeat` interval in seconds (Deribit's minimum is 10).
+    pub heartbeat_secs: u32,
+    /// Charge user sends to Deribit's credit bucket (default on).
+    pub rate_limit: bool,
+}
+
+impl std::fmt::Debug for DeribitSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeribitSetup")
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("instrument", &self.instrument)
+            .field("heartbeat_secs", &self.heartbeat_secs)
+            .field("rate_limit", &self.rate_limit)
+            .finish()
+    }
+}
+
+impl Default for DeribitSetup {
+    fn default() -> Self {
+        DeribitSetup {
+            client_id: None,
+            client_secret: None,
+            instrument: "BTC-PERPETUAL".into(),
+            heartbeat_secs: 10,
+            rate_limit: true,
+        }
+    }
+}
+
+impl DeribitSetup {
+    /// Credentials from `DERIBIT_CLIENT_ID` / `DERIBIT_CLIENT_SECRET` (both
+    /// must be set and non-empty, else public-only).
+    pub fn from_env() -> Self {
+        let var = |k| std::env::var(k).ok().filter(|v: &String| !v.is_empty());
+        match (var("DERIBIT_CLIENT_ID"), var("DERIBIT_CLIENT_SECRET")) {
+            (Some(id), Some(secret)) => DeribitSetup::with_credentials(id, secret),
+            _ => DeribitSetup::default(),
+        }
+    }
+
+    /// An authenticated setup.
+    pub fn with_credentials(
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+    ) -> Self {
+        DeribitSetup {
+            client_id: Some(client_id.into()),
+            client_secret: Some(client_secret.into()),
+            ..DeribitSetup::default()
+        }
+    }
+
+    /// Whether `public/auth` is sent after every open.
+    pub fn authenticated(&self) -> bool {
+        self.client_id.is_some() && self.client_secret.is_some()
+    }
+
+    /// The private channel, subscribed only when authenticated.
+    pub fn private_channel(&self) -> String {
+        format!("user.orders.{}.raw", self.instrument)
+    }
+
+    /// `book.*.raw`, `trades.*.raw`, and `user.orders.*.raw` when authenticated.
+    pub fn channels(&self) -> Vec<String> {
+        let mut v = vec![
+            format!("book.{}.raw", self.instrument),
+            format!("trades.{}.raw", self.instrument),
+        ];
+        if self.authenticated() {
+            v.push(self.private_channel());
+        }
+        v
+    }
+
+    /// The client configuration: Deribit heartbeat, session hooks with
+    /// authentication and the channels (restored after every reconnect and
+    /// restart), Deribit's credit limit. Retry, TLS roots and the rest keep
+    /// their defaults; adjust the returned value as needed.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig {
+            hooks: Some(Arc::new(DeribitSession {
+                client_id: self.client_id.clone(),
+                client_secret: self.client_secret.clone(),
+            })),
+            subscriptions: self.channels(),
+            session: SessionConfig {
+                authenticate: self.authenticated(),
+                ..SessionConfig::default()
+            },
+            ..ClientConfig::default()
+        };
+        c.connection.heartbeat = HeartbeatConfig::deribit(self.heartbeat_secs);
+        c.connection.rate_limit = self.rate_limit.then(RateLimit::deribit);
+        c
+    }
+}
+
+/// Counters for the summary (and the test's assertions).
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// `Opened` events.
+    pub opens: u32,
+    /// `Disconnected` events.
+    pub disconnects: u32,
+    /// `Reconnecting` events (scheduled retries).
+    pub reconnects: u32,
+    /// Supervisor restarts.
+    pub restarts: u32,
+    /// Successful authentications (one per open when authenticated).
+    pub authenticated: u32,
+    /// Subscription restorations (one per open).
+    pub restored: u32,
+    /// `HeartbeatMissed` events.
+    pub heartbeat_missed: u32,
+    /// `HeartbeatFailed` events.
+    pub heartbeat_failed: u32,
+    /// Subscription notifications per channel.
+    pub per_channel: BTreeMap<String, u64>,
+    /// Requests this application sent (tracked).
+    pub requests_sent: u64,
+    /// ... answered.
+    pub requests_resolved: u64,
+    /// ... not answered in time.
+    pub requests_timed_out: u64,
+    /// ... lost with their connection.
+    pub requests_failed: u64,
+    /// Sends the client-side credit bucket refused (each followed by a wait).
+    pub rate_limited: u64,
+    /// Sends put off because the write queue was full or too many
+    /// requests were in flight.
+    pub deferred: u64,
+    /// JSON-RPC error responses (any request).
+    pub rpc_errors: u64,
+    /// ... of which Deribit's `too_many_requests` (10028).
+    pub too_many_requests: u64,
+    /// The client ended for good: why, and the detail.
+    pub failed: Option<(ExitReason, String)>,
+    /// The client stopped normally.
+    pub stopped: bool,
+}
+
+impl Stats {
+    /// Total subscription notifications.
+    pub fn notifications(&self) -> u64 {
+        self.per_channel.values().sum()
+    }
+}
+
+struct InFlight {
+    method: &'static str,
+    sent: Instant,
+    error: Option<i64>,
+}
+
+/// The application: reacts to events, sends its periodic request and an
+/// optional burst, counts everything in [`Stats`].
+pub struct DeribitApp {
+    /// The client (set after `start_client`).
+    pub client: ClientId,
+    /// Counters.
+    pub stats: Stats,
+    /// Send `public/get_time` this often while ready (`None`: never).
+    pub request_every: Option<Duration>,
+    /// Requests still to send as fast as the credit bucket allows
+    /// (`public/test`), starting once the session is ready.
+    pub burst: u32,
+    ready: bool,
+    next_request: Option<Instant>,
+    retry_at: Option<Instant>,
+    waiting_logged: bool,
+    inflight: HashMap<u64, InFlight>,
+    first_seen: BTreeSet<String>,
+    started: Instant,
+}
+
+impl DeribitApp {
+    /// An application for `client`.
+    pub fn new(client: ClientId) -> Self {
+        DeribitApp {
+            client,
+            stats: Stats::default(),
+            request_every: None,
+            burst: 0,
+            ready: false,
+            next_request: None,
+            retry_at: None,
+            waiting_logged: false,
+            inflight: HashMap::new(),
+            first_seen: BTreeSet::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Authenticated (if configured) and subscribed on the current connection.
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Requests in flight.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// The client ended (stopped or failed).
+    pub fn is_done(&self) -> bool {
+        self.stats.stopped || self.stats.failed.is_some()
+    }
+
+    fn not_ready(&mut self) {
+        self.ready = false;
+        self.first_seen.clear();
+    }
+
+    /// Handle one event; returns a log line worth printing, if any.
+    pub fn on_event(&mut self, event: &ClientEvent) -> Option<String> {
+        if event.client().is_some_and(|c| c != self.client) {
+            return None;
+        }
+        match event {
+            ClientEvent::Opened { .. } => {
+                self.stats.opens += 1;
+                self.not_ready();
+                Some(format!(
+                    "open #{} (auth + subscribe follow)",
+                    self.stats.opens
+                ))
+            }
+            ClientEvent::Authenticated { .. } => {
+                self.stats.authenticated += 1;
+                Some("authenticated (public/auth)".into())
+            }
+            ClientEvent::Restored { channels, .. } => {
+                self.stats.restored += 1;
+                self.ready = true;
+                Some(format!("subscribed: {channels} channel(s)"))
+            }
+            ClientEvent::Message { message, .. } => self.on_message(message.as_bytes()),
+            ClientEvent::Disconnected { reason, detail, .. } => {
+                self.stats.disconnects += 1;
+                self.not_ready();
+                Some(format!("disconnected: {reason}{}", paren(detail)))
+            }
+            ClientEvent::Reconnecting {
+                attempt,
+                delay,
+                reason,
+                ..
+            } => {
+                self.stats.reconnects += 1;
+                Some(format!(
+                    "reconnect #{attempt} in {delay:.1?} after {reason}"
+                ))
+            }
+            ClientEvent::Restarted {
+                restarts, reason, ..
+            } => {
+                self.stats.restarts += 1;
+                self.not_ready();
+                Some(format!("supervisor restart #{restarts} after {reason}"))
+            }
+            ClientEvent::HeartbeatMissed { consecutive, .. } => {
+                self.stats.heartbeat_missed += 1;
+                Some(format!("heartbeat missed ({consecutive} in a row)"))
+            }
+            ClientEvent::HeartbeatFailed { .. } => {
+                self.stats.heartbeat_failed += 1;
+                Some("heartbeat failed: server presumed dead, reconnecting".into())
+            }
+            ClientEvent::RequestResolved { request, .. } => {
+                self.stats.requests_resolved += 1;
+                let f = self.inflight.remove(request)?;
+                let rtt = f.sent.elapsed();
+                // The periodic request is worth a line; a burst is summarised.
+                (f.method == "public/get_time" || f.error.is_some()).then(|| match f.error {
+                    None => format!("request {request} {} resolved in {rtt:.1?}", f.method),
+                    Some(code) => format!(
+                        "request {request} {} answered error {code} in {rtt:.1?}",
+                        f.method
+                    ),
+                })
+            }
+            ClientEvent::RequestTimedOut { request, .. } => {
+                self.stats.requests_timed_out += 1;
+                let f = self.inflight.remove(request);
+                Some(format!(
+                    "request {request} {} timed out",
+                    f.map_or("?", |f| f.method)
+                ))
+            }
+            ClientEvent::RequestFailed { request, .. } => {
+                self.stats.requests_failed += 1;
+                self.inflight.remove(request);
+                Some(format!("request {request} failed: connection lost"))
+            }
+            ClientEvent::Stopped { .. } => {
+                self.stats.stopped = true;
+                self.not_ready();
+                Some("stopped".into())
+            }
+            ClientEvent::Failed { reason, detail, .. } => {
+                self.stats.failed = Some((*reason, detail.clone()));
+                self.not_ready();
+                Some(format!("FAILED for good: {reason}{}", paren(detail)))
+            }
+            ClientEvent::BudgetExhausted { restarts, window } => Some(format!(
+                "supervisor gave up: {restarts} restarts in {window:?}"
+            )),
+            _ => None,
+        }
+    }
+
+    fn on_message(&mut self, data: &[u8]) -> Option<String> {
+        let Ok(v) = json::scan(data) else { return None };
+        if v.is_deribit_subscription() {
+            let ch = v.params_channel?;
+            *self.stats.per_channel.entry(ch.to_string()).or_default() += 1;
+            if self.first_seen.insert(ch.to_string()) {
+                return Some(format!("first data on {ch}"));
+            }
+            return None;
+        }
+        if v.has_error {
+            self.stats.rpc_errors += 1;
+            let code = v.error_code.unwrap_or(0);
+            if code == TOO_MANY_REQUESTS {
+                self.stats.too_many_requests += 1;
+            }
+            if let Some(f) = v.id.and_then(|id| self.inflight.get_mut(&id)) {
+                f.error = Some(code);
+            } else {
+                // Not ours (auth, subscribe): the session layer acts on it;
+                // never print the body (it could echo credentials).
+                return Some(format!("error response {code} to id {:?}", v.id));
+            }
+        }
+        None
+    }
+
+    fn send(
+        &mut self,
+        sup: &mut ClientSupervisor,
+        method: &'static str,
+        now: Instant,
+    ) -> Result<u64, Error> {
+        let id = sup.next_request_id(self.client)?;
+        let text = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{{}}}}"#);
+        let rid = sup.request(self.client, text)?;
+        self.stats.requests_sent += 1;
+        self.inflight.insert(
+            rid,
+            InFlight {
+                method,
+                sent: now,
+                error: None,
+            },
+        );
+        Ok(rid)
+    }
+
+    /// Time-driven work: the periodic request and the burst. Sends only
+    /// while ready; a rate-limited send waits `retry_after` and is retried.
+    /// Returns log lines.
+    pub fn tick(&mut self, sup: &mut ClientSupervisor) -> Vec<String> {
+        let mut out = Vec::new();
+        let now = Instant::now();
+        if !self.ready || self.retry_at.is_some_and(|t| now < t) {
+            return out;
+        }
+        self.retry_at = None;
+        let periodic_due =
+            self.request_every.is_some() && !matches!(self.next_request, Some(t) if now < t);
+        if periodic_due {
+            match self.send(sup, "public/get_time", now) {
+                Ok(_) => self.next_request = self.request_every.map(|d| now + d),
+                Err(e) => {
+                    self.on_send_error(e, now, &mut out);
+                    return out;
+                }
+            }
+        }
+        while self.burst > 0 {
+            match self.send(sup, "public/test", now) {
+                Ok(_) => {
+                    self.burst -= 1;
+                    if self.burst == 0 && self.waiting_logged {
+                        self.waiting_logged = false;
+                        out.push(format!(
+                            "burst sent; {} rate-limited send(s) waited retry_after",
+                            self.stats.rate_limited
+                        ));
+                    }
+                }
+                Err(e) => {
+                    self.on_send_error(e, now, &mut out);
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    fn on_send_error(&mut self, e: Error, now: Instant, out: &mut Vec<String>) {
+        match e {
+            Error::Send(SendError::RateLimited { retry_after }) => {
+                self.stats.rate_limited += 1;
+                self.retry_at = Some(now + retry_after);
+                if !self.waiting_logged {
+                    self.waiting_logged = true;
+                    out.push(format!(
+                        "rate limited client-side after {} requests: waiting {retry_after:.1?} (then one per refill)",
+                        self.stats.requests_sent
+                    ));
+                }
+            }
+            // Not open right now: the next Restored makes us ready again.
+            Error::Send(SendError::NotConnected) => self.not_ready(),
+            // Write queue full, or too many requests in flight: let
+            // responses drain, try again shortly.
+            Error::Send(SendError::QueueFull) | Error::Request(_) => {
+                self.stats.deferred += 1;
+                self.retry_at = Some(now + Duration::from_millis(5));
+            }
+            e => out.push(format!("request not sent: {e}")),
+        }
+    }
+
+    /// When `tick` has work next (for the loop's wait), if ready.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        if !self.ready {
+            return None;
+        }
+        if let Some(t) = self.retry_at {
+            return Some(t);
+        }
+        if self.burst > 0 {
+            return Some(Instant::now());
+        }
+        self.request_every
+            .map(|_| self.next_request.unwrap_or_else(Instant::now))
+    }
+
+    /// `[  1.234s] line`.
+    pub fn stamp(&self, line: &str) -> String {
+        format!("[{:8.3}s] {line}", self.started.elapsed().as_secs_f64())
+    }
+
+    /// The multi-line summary.
+    pub fn summary(&self) -> String {
+        let s = &self.stats;
+        let mut out = String::new();
+        let _ = writeln!(out, "--- summary after {:.1?} ---", self.started.elapsed());
+        let _ = writeln!(
+            out,
+            "connections: {} opened, {} lost, {} reconnect attempts, {} supervisor restarts",
+            s.opens, s.disconnects, s.reconnects, s.restarts
+        );
+        let _ = writeln!(
+            out,
+            "session: {} authentications, {} subscription restores",
+            s.authenticated, s.restored
+        );
+        let _ = writeln!(out, "messages per channel ({} total):", s.notifications());
+        if s.per_channel.is_empty() {
+            let _ = writeln!(out, "  (none)");
+        }
+        for (ch, n) in &s.per_channel {
+            let _ = writeln!(out, "  {ch:<32} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "requests: {} sent, {} resolved, {} timed out, {} failed; {} error responses ({} too_many_requests)",
+            s.requests_sent, s.requests_resolved, s.requests_timed_out, s.requests_failed, s.rpc_errors, s.too_many_requests
+        );
+        let _ = writeln!(out, "rate limited client-side: {} time(s)", s.rate_limited);
+        let _ = writeln!(
+            out,
+            "heartbeat: {} missed, {} failed",
+            s.heartbeat_missed, s.heartbeat_failed
+        );
+        match &s.failed {
+            Some((r, d)) => {
+                let _ = writeln!(out, "end: failed: {r}{}", paren(d));
+            }
+            None if s.stopped => {
+                let _ = writeln!(out, "end: stopped normally");
+            }
+            None => {
+                let _ = writeln!(out, "end: still running");
+            }
+        }
+        out
+    }
+}
+
+fn paren(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({detail})")
+    }
+}

@@ -401,6 +401,9 @@ impl ClientSupervisor {
         }
         let readable = event.is_readable() || event.is_read_closed() || event.is_error();
         let writable = event.is_writable() || event.is_write_closed() || event.is_error();
+        if let Some(t) = self.slots[key].transport.as_mut() {
+            t.read_hint(event.is_read_closed() || event.is_error());
+        }
         let now = self.clock.now();
         let mut ctx = Ctx {
             registry: &self.registry,

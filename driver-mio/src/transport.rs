@@ -380,6 +380,15 @@ impl Transport {
         })
     }
 
+    /// Before [`Transport::handle_event`] for a mio event: whether it had
+    /// read-closed or error readiness. Lets the transport skip the read that
+    /// would only return `WouldBlock` after a short read.
+    pub(crate) fn read_hint(&mut self, read_closed: bool) {
+        if let Some(s) = self.stream_mut() {
+            s.read_hint(read_closed);
+        }
+    }
+
     /// Handle a readiness event for this transport's token (or call with
     /// `false, false` to collect an event left by `send`/`close`). Drains
     /// reads until `WouldBlock`, advances the connect/TLS/upgrade, flushes.
@@ -390,6 +399,11 @@ impl Transport {
         writable: bool,
         out: &mut Vec<TransportEvent>,
     ) {
+        if readable {
+            if let Some(s) = self.stream_mut() {
+                s.set_readable();
+            }
+        }
         match &self.state {
             State::Done => {}
             State::Connecting(_) => self.on_connecting(registry, out),

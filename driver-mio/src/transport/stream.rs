@@ -29,6 +29,18 @@ pub(crate) struct Stream {
     head: usize,
     /// Capacity kept after the buffer drains; more is released.
     retain: usize,
+    /// Plain TCP only: the last read returned fewer bytes than asked for, so
+    /// the socket's receive queue is empty until the next readable event
+    /// ([`Stream::set_readable`]). With `short_reads` on, reads return
+    /// `WouldBlock` without a syscall meanwhile. Safe with epoll/kqueue edge
+    /// triggering (new data is a new edge) as long as the peer's FIN was not
+    /// already announced (`read_closed`: then reads go to the socket to see
+    /// EOF); this is tokio's rule too. Saves one `read` per wake.
+    drained: bool,
+    /// The owner reports `read_closed` readiness (the supervisor does).
+    short_reads: bool,
+    /// A read-closed/error readiness was seen: always ask the socket.
+    read_closed: bool,
 }
 
 impl Stream {
@@ -46,6 +58,9 @@ impl Stream {
             out: Vec::new(),
             head: 0,
             retain,
+            drained: false,
+            short_reads: false,
+            read_closed: false,
         };
         // The ClientHello is ready as soon as the connection exists.
         s.drain_tls();
@@ -58,6 +73,18 @@ impl Stream {
 
     pub(crate) fn tcp_mut(&mut self) -> &mut TcpStream {
         &mut self.tcp
+    }
+
+    /// A readable event arrived: the next read goes to the socket.
+    pub(crate) fn set_readable(&mut self) {
+        self.drained = false;
+    }
+
+    /// Opt in to the short-read rule; `read_closed` = the event that is about
+    /// to be handled had read-closed or error readiness.
+    pub(crate) fn read_hint(&mut self, read_closed: bool) {
+        self.short_reads = true;
+        self.read_closed |= read_closed;
     }
 
     /// Wire bytes waiting for the socket.
@@ -180,9 +207,16 @@ impl Read for Stream {
         if self.tls.is_some() {
             return self.read_tls(buf);
         }
+        if self.drained && self.short_reads && !self.read_closed && cfg!(not(windows)) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
         loop {
             match self.tcp.read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(n) if n > 0 && n < buf.len() => {
+                    self.drained = true;
+                    return Ok(n);
+                }
                 r => return r,
             }
         }

@@ -221,6 +221,11 @@ pub struct Transport {
     local_close: bool,
     /// Reading stopped because the write backlog is over the limit.
     read_paused: bool,
+    /// A protocol error found after data messages in the same read turn.
+    /// Those messages reach the application first, so it can still answer
+    /// them (as with a blocking client); the error is acted on at the next
+    /// `handle_event`, which WRITABLE interest makes come at once.
+    held_error: Option<Box<tungstenite::Error>>,
     max_pending: usize,
 }
 
@@ -376,6 +381,7 @@ impl Transport {
             peer_close: None,
             local_close: false,
             read_paused: false,
+            held_error: None,
             max_pending: cfg.max_write_buffer_size.max(1),
         })
     }
@@ -652,6 +658,11 @@ impl Transport {
         let State::Open(ws) = &mut self.state else {
             return;
         };
+        if let Some(e) = self.held_error.take() {
+            // Push out what the application sent since, then fail.
+            let _ = ws.flush();
+            return self.on_ws_error(registry, *e);
+        }
         if writable || ws.get_ref().pending() > 0 {
             match ws.flush() {
                 Ok(()) => {}
@@ -676,6 +687,7 @@ impl Transport {
     }
 
     fn read_loop(&mut self, registry: &Registry, out: &mut Vec<TransportEvent>) {
+        let mut data = false;
         loop {
             let State::Open(ws) = &mut self.state else {
                 return;
@@ -688,8 +700,14 @@ impl Transport {
             }
             self.read_paused = false;
             match ws.read() {
-                Ok(Message::Text(t)) => out.push(TransportEvent::Text(t)),
-                Ok(Message::Binary(b)) => out.push(TransportEvent::Binary(b)),
+                Ok(Message::Text(t)) => {
+                    data = true;
+                    out.push(TransportEvent::Text(t));
+                }
+                Ok(Message::Binary(b)) => {
+                    data = true;
+                    out.push(TransportEvent::Binary(b));
+                }
                 Ok(Message::Ping(p)) => out.push(TransportEvent::Ping(p)),
                 Ok(Message::Pong(p)) => out.push(TransportEvent::Pong(p)),
                 Ok(Message::Close(frame)) => {
@@ -705,6 +723,10 @@ impl Transport {
                 }
                 Ok(Message::Frame(_)) => {}
                 Err(e) if would_block(&e) => return,
+                Err(e) if data && classify_ws(&e).1.is_some() => {
+                    self.held_error = Some(Box::new(e));
+                    return;
+                }
                 Err(e) => return self.on_ws_error(registry, e),
             }
         }
@@ -766,6 +788,7 @@ impl Transport {
         }
         self.state = State::Done;
         self.read_paused = false;
+        self.held_error = None;
     }
 
     fn update_interest(&mut self, registry: &Registry) {
@@ -773,7 +796,9 @@ impl Transport {
             None => return,
             Some(s) => match &self.state {
                 State::Connecting(_) => Interest::READABLE | Interest::WRITABLE,
-                _ if s.pending() > 0 => Interest::READABLE | Interest::WRITABLE,
+                _ if s.pending() > 0 || self.held_error.is_some() => {
+                    Interest::READABLE | Interest::WRITABLE
+                }
                 _ => Interest::READABLE,
             },
         };

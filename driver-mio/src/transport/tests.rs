@@ -408,6 +408,48 @@ fn bad_frame_is_protocol_error_and_peer_hears_1002() {
 }
 
 #[test]
+fn message_before_bad_frame_can_still_be_answered() {
+    // Autobahn 3.2 / 5.15 style: a text message and a bad frame in one
+    // write. The application sees the message and its answer goes out
+    // before our 1002 close frame.
+    let (tx, rx) = mpsc::channel();
+    let addr = server(move |s| {
+        let mut ws = tungstenite::accept(s).unwrap();
+        // Unmasked text "hi", then FIN + reserved opcode 0x3.
+        ws.get_mut()
+            .write_all(&[0x81, 0x02, b'h', b'i', 0x83, 0x00])
+            .unwrap();
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = ws.get_mut().read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+        }
+        tx.send(raw).ok();
+    });
+    let mut h = Harness::new();
+    let mut t = h.connect(
+        &url("ws", "127.0.0.1", addr, "/"),
+        addr,
+        &TransportConfig::default(),
+    );
+    let text = TransportEvent::Text("hi".into());
+    h.drive(&mut t, |e| has(e, &text));
+    t.send(h.registry(), Message::text("hi")).unwrap();
+    let evs = h.drive_until_final(&mut t);
+    assert_eq!(failure(&evs), Error::Protocol);
+    let raw = rx.recv_timeout(DEADLINE).unwrap();
+    // First our masked echo (0x81, 0x82, mask, 2 bytes), then the close frame.
+    assert_eq!(raw[0], 0x81, "{raw:?}");
+    assert_eq!(raw[1], 0x82, "{raw:?}");
+    let mask = &raw[2..6];
+    assert_eq!([raw[6] ^ mask[0], raw[7] ^ mask[1]], *b"hi");
+    assert_eq!(raw[8], 0x88, "{raw:?}");
+}
+
+#[test]
 fn oversize_message_is_message_too_large() {
     let addr = server(|s| {
         let mut ws = tungstenite::accept(s).unwrap();

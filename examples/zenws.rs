@@ -205,6 +205,9 @@ fn parse_args(args: Vec<String>) -> Options {
     if max_seconds.is_zero() {
         usage_error("--restart-window must be at least 1");
     }
+    if count == Some(0) {
+        usage_error("--count must be at least 1");
+    }
     let url = url.unwrap_or_else(|| usage_error("missing <URL>"));
     Options {
         url,

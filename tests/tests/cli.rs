@@ -224,6 +224,7 @@ fn bad_usage_and_bad_urls_exit_two() {
         &["--bogus", "ws://127.0.0.1:1/"],
         &["--retry-count", "many", "ws://127.0.0.1:1/"],
         &["--heartbeat", "ping:", "ws://127.0.0.1:1/"],
+        &["--count", "0", "ws://127.0.0.1:1/"],
         &["--header", "no-colon", "ws://127.0.0.1:1/"],
         &["ws://127.0.0.1:1/", "ws://127.0.0.1:2/"],
     ] {
@@ -407,4 +408,19 @@ fn supervised_echo_demo_runs_to_completion() {
     ] {
         assert!(out.contains(needle), "demo output lacks {needle:?}\n{out}");
     }
+}
+
+#[test]
+fn refused_upgrade_is_fatal() {
+    let server = MisbehavingServer::start(Behavior::HttpStatus(401)).unwrap();
+    let mut p = Proc::cli(&[&server.url()]);
+    assert_eq!(p.finish(20).code(), Some(3), "{}", p.report());
+    let ev = events(&p.stderr());
+    assert!(
+        ev.iter().any(|e| e["event"] == "failed"
+            && e["reason"] == "upgrade_rejected"
+            && e["exit"] == "fatal"),
+        "{}",
+        p.report()
+    );
 }

@@ -162,6 +162,8 @@ pub mod retry;
 pub mod rng;
 pub mod rtt;
 pub mod session;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod supervisor;
 pub mod time;
 

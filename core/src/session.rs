@@ -91,6 +91,15 @@ pub enum SessionEvent {
         /// Socket.
         epoch: Epoch,
     },
+    /// The authentication request got no answer within `request_timeout`
+    /// (a stalled link, a busy server). Unlike [`SessionEvent::AuthRejected`]
+    /// this is transient: the driver drops the socket and reports
+    /// [`Error::ConnectTimeout`](crate::Error::ConnectTimeout), so the
+    /// client reconnects instead of failing for good.
+    AuthTimedOut {
+        /// Socket.
+        epoch: Epoch,
+    },
     /// Every tracked channel was re-subscribed on this socket.
     Restored {
         /// Socket.
@@ -161,6 +170,11 @@ pub struct Session<const SUBS: usize = 16, const CHAN: usize = 64, const REQS: u
     next_id: u64,
     requests: Requests<REQS>,
     events: Deque<SessionEvent, 8>,
+    /// Requests that ended without a response, waiting to be reported:
+    /// `(id, timed_out)`. Up to `REQS` settle at once (a disconnect), more
+    /// than `events` holds, so they are reported from here one by one and
+    /// never dropped; `track_request` keeps in flight + settled ≤ `REQS`.
+    settled: Deque<(u64, bool), REQS>,
 }
 
 impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN, REQS> {
@@ -174,6 +188,7 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
             next_id: 1,
             requests: Requests::new(),
             events: Deque::new(),
+            settled: Deque::new(),
         }
     }
 
@@ -241,9 +256,18 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
 
     /// The socket dropped: stop restoring, fail every pending request.
     pub fn on_disconnect(&mut self) {
+        // The authentication request is the session's own: the user never
+        // tracked it, so it is dropped, not reported as a failed request.
+        let auth = match self.phase {
+            Phase::Auth { sent: true, id } => Some(id),
+            _ => None,
+        };
         self.phase = Phase::Down;
         while let Some(id) = self.requests.pop_any() {
-            self.push_event(SessionEvent::RequestFailed { id });
+            if Some(id) != auth {
+                // Cannot overflow: in flight + settled ≤ REQS (see `track_request`).
+                let _ = self.settled.push_back((id, false));
+            }
         }
     }
 
@@ -304,6 +328,9 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
 
     /// Track a user request with `id` (call before sending it).
     pub fn track_request(&mut self, now: Instant, id: u64) -> Result<(), TrackError> {
+        if self.requests.len() + self.settled.len() >= REQS {
+            return Err(TrackError::Full);
+        }
         self.requests.track(now, id, self.config.request_timeout)
     }
 
@@ -352,16 +379,23 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
         while let Some(id) = self.requests.pop_expired(now) {
             if matches!(self.phase, Phase::Auth { id: a, .. } if a == id) {
                 self.phase = Phase::Down;
-                self.push_event(SessionEvent::AuthRejected { epoch: self.epoch });
+                self.push_event(SessionEvent::AuthTimedOut { epoch: self.epoch });
             } else {
-                self.push_event(SessionEvent::RequestTimedOut { id });
+                let _ = self.settled.push_back((id, true));
             }
         }
     }
 
     /// Next event for the user.
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
-        self.events.pop_front()
+        self.events.pop_front().or_else(|| {
+            self.settled
+                .pop_front()
+                .map(|(id, timed_out)| match timed_out {
+                    true => SessionEvent::RequestTimedOut { id },
+                    false => SessionEvent::RequestFailed { id },
+                })
+        })
     }
 
     /// Requests in flight.

@@ -260,6 +260,13 @@ impl Slot {
                     self.conn.handle_error(now, epoch, Reason::AuthRejected);
                     continue;
                 }
+                SessionEvent::AuthTimedOut { epoch } => {
+                    // No answer is not a rejection: reconnect (transient).
+                    self.detail = "authentication timed out".into();
+                    self.drop_transport(ctx);
+                    self.conn.handle_error(now, epoch, Reason::ConnectTimeout);
+                    continue;
+                }
                 SessionEvent::Restored { channels, .. } => ClientEvent::Restored { id, channels },
                 SessionEvent::RequestResolved { id: r } => ClientEvent::RequestResolved { id, request: r },
                 SessionEvent::RequestTimedOut { id: r } => ClientEvent::RequestTimedOut { id, request: r },

@@ -1,0 +1,277 @@
+//! The invariants, checked on every step of every seed.
+//!
+//! Each check returns `Err(message)` on a violation; the simulation stops
+//! there and reports the seed, the virtual time and the trace.
+//!
+//! | invariant | where |
+//! |---|---|
+//! | restarts never exceed the intensity in any window; escalation only when they would | `Restarts` |
+//! | a dead peer is detected within `interval × threshold + timeout` of its last sign of life | `driver::check_client` |
+//! | after every (re)open the tracked subscriptions are restored exactly once, in order (client side and server side) | `OpenSocket`, `server` |
+//! | no send is lost silently: each is delivered (in order, once), rejected with an error, or its socket's loss is reported (`Disconnected`, or the user's own close) | `Ledger` |
+//! | every tracked request ends exactly once: resolved, timed out or failed; none is left at the end | `Ledger` |
+//! | a user's close ends the client normally: no reconnect, no restart | `driver` |
+//! | a fatal exit only follows a fatal cause (401, rejected credentials, oversized message) | `driver` |
+//! | input for a socket that is gone changes nothing | `driver::World::stale` |
+//! | timers make progress (`poll_timeout() > now` after `handle_timeout(now)`) | `driver` |
+//! | nothing is sent after our close frame; each `test_request` is answered at once | `driver` |
+//! | no panic | [`run_seed`](super::run_seed) |
+
+extern crate std;
+
+use std::format;
+use std::string::String;
+use std::time::Duration;
+use std::vec::Vec;
+
+use crate::connection::Epoch;
+use crate::time::Instant;
+
+/// A check's verdict.
+pub(crate) type Check = Result<(), String>;
+
+/// The supervisor's restart history, checked against its intensity.
+#[derive(Debug)]
+pub(crate) struct Restarts {
+    max: u32,
+    window: Duration,
+    at: Vec<Instant>,
+}
+
+impl Restarts {
+    pub(crate) fn new(max: u32, window: Duration) -> Self {
+        Restarts {
+            max,
+            window,
+            at: Vec::new(),
+        }
+    }
+
+    fn in_window(&self, now: Instant) -> u32 {
+        self.at
+            .iter()
+            .filter(|&&t| now.saturating_since(t) <= self.window)
+            .count() as u32
+    }
+
+    /// A restart was decided at `now`.
+    pub(crate) fn restart(&mut self, now: Instant) -> Check {
+        self.at.push(now);
+        let n = self.in_window(now);
+        if n > self.max {
+            return Err(format!(
+                "restart intensity exceeded: {n} restarts within {:?} (max {})",
+                self.window, self.max
+            ));
+        }
+        Ok(())
+    }
+
+    /// The supervisor escalated at `now`, claiming `restarts` in the window.
+    pub(crate) fn escalate(&self, now: Instant, restarts: u32) -> Check {
+        let n = self.in_window(now);
+        if n != self.max || restarts != n {
+            return Err(format!(
+                "escalated with {n} restarts in the window (claimed {restarts}, max {})",
+                self.max
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Restoration progress of one open socket.
+#[derive(Debug)]
+pub(crate) struct OpenSocket {
+    pub(crate) epoch: Epoch,
+    pub(crate) opened_at: Instant,
+    /// Channels sent so far, as a count of the in-order prefix.
+    pub(crate) sent: usize,
+    pub(crate) restored: bool,
+}
+
+impl OpenSocket {
+    pub(crate) fn new(epoch: Epoch, now: Instant) -> Self {
+        OpenSocket {
+            epoch,
+            opened_at: now,
+            sent: 0,
+            restored: false,
+        }
+    }
+
+    /// A subscribe step for channels `start..end` is being sent.
+    pub(crate) fn subscribe(&mut self, epoch: Epoch, start: usize, end: usize) -> Check {
+        if epoch != self.epoch || self.restored || start != self.sent || end <= start {
+            return Err(format!(
+                "subscribe step {start}..{end} on e{epoch} out of order (open e{}, sent {}, restored {})",
+                self.epoch, self.sent, self.restored
+            ));
+        }
+        self.sent = end;
+        Ok(())
+    }
+
+    /// The session reported `Restored { epoch, channels }`.
+    pub(crate) fn restored(&mut self, epoch: Epoch, channels: usize, tracked: usize) -> Check {
+        if epoch != self.epoch || self.restored || channels != tracked || self.sent != tracked {
+            return Err(format!(
+                "Restored e{epoch} ({channels} channels) but open e{}, sent {} of {tracked}, already restored: {}",
+                self.epoch, self.sent, self.restored
+            ));
+        }
+        self.restored = true;
+        Ok(())
+    }
+}
+
+/// Where a user send stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Send {
+    /// Written on the socket of this epoch, not yet at the server.
+    InFlight(Epoch),
+    /// Its socket is gone; the user has not been told yet.
+    Orphaned(Epoch),
+}
+
+/// Per-client ledger of sends and requests.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    sends: Vec<(u64, Send)>,
+    last_delivered: Option<u64>,
+    requests: Vec<u64>,
+    /// Ids of the session's own authentication requests.
+    auth_ids: Vec<u64>,
+    pub(crate) accepted: u64,
+    pub(crate) delivered: u64,
+    pub(crate) rejected: u64,
+    pub(crate) failed: u64,
+    pub(crate) resolved: u64,
+    pub(crate) timed_out: u64,
+    pub(crate) req_failed: u64,
+}
+
+impl Ledger {
+    /// `handle_send` accepted message `seq`; it was written on `epoch`.
+    pub(crate) fn accepted(&mut self, seq: u64, epoch: Epoch) {
+        self.accepted += 1;
+        self.sends.push((seq, Send::InFlight(epoch)));
+    }
+
+    /// The server received message `seq` on `epoch`: in order, exactly once.
+    pub(crate) fn delivered(&mut self, seq: u64, epoch: Epoch) -> Check {
+        let first = self
+            .sends
+            .iter()
+            .position(|&(_, s)| s == Send::InFlight(epoch));
+        match first {
+            Some(i) if self.sends[i].0 == seq => {
+                self.sends.remove(i);
+            }
+            _ => {
+                return Err(format!(
+                    "server got seq {seq} on e{epoch} out of order or twice (in flight: {:?})",
+                    self.sends
+                ))
+            }
+        }
+        if self.last_delivered.is_some_and(|l| l >= seq) {
+            return Err(format!(
+                "seq {seq} delivered after {:?}",
+                self.last_delivered
+            ));
+        }
+        self.last_delivered = Some(seq);
+        self.delivered += 1;
+        Ok(())
+    }
+
+    /// The socket of `epoch` is gone: what was in flight on it is lost.
+    pub(crate) fn socket_gone(&mut self, epoch: Epoch) {
+        for (_, s) in &mut self.sends {
+            if *s == Send::InFlight(epoch) {
+                *s = Send::Orphaned(epoch);
+            }
+        }
+    }
+
+    /// The user was told that the socket of `epoch` (or, with `None`, the
+    /// client) went away: its lost sends are accounted for.
+    pub(crate) fn told(&mut self, epoch: Option<Epoch>) {
+        let before = self.sends.len();
+        self.sends.retain(|&(_, s)| match (s, epoch) {
+            (Send::Orphaned(e), Some(t)) => e != t,
+            (Send::Orphaned(_), None) => false,
+            _ => true,
+        });
+        self.failed += (before - self.sends.len()) as u64;
+    }
+
+    /// Nothing may stay lost without the user having been told.
+    pub(crate) fn check_told(&self) -> Check {
+        match self
+            .sends
+            .iter()
+            .find(|(_, s)| matches!(s, Send::Orphaned(_)))
+        {
+            Some((seq, s)) => Err(format!(
+                "send seq {seq} silently lost: {s:?} and no Disconnected/Exited told the user"
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Everything settled (end of the run).
+    pub(crate) fn check_settled(&self, session_pending: usize) -> Check {
+        self.check_told()?;
+        if let Some((seq, s)) = self.sends.first() {
+            return Err(format!("send seq {seq} never settled: {s:?}"));
+        }
+        if !self.requests.is_empty() || session_pending != 0 {
+            return Err(format!(
+                "requests never settled: {:?} (session still tracks {session_pending})",
+                self.requests
+            ));
+        }
+        Ok(())
+    }
+
+    /// A send was refused with an error.
+    pub(crate) fn rejected(&mut self) {
+        self.rejected += 1;
+    }
+
+    /// A user request `id` is tracked.
+    pub(crate) fn track(&mut self, id: u64) {
+        self.requests.push(id);
+    }
+
+    /// The request was untracked again because its send failed.
+    pub(crate) fn untrack(&mut self, id: u64) {
+        self.requests.retain(|&r| r != id);
+    }
+
+    /// The session authenticates with `id`.
+    pub(crate) fn auth(&mut self, id: u64) {
+        self.auth_ids.push(id);
+    }
+
+    /// An outcome for request `id`: it must be pending, and settles it.
+    pub(crate) fn outcome(&mut self, id: u64, what: &str) -> Check {
+        let Some(i) = self.requests.iter().position(|&r| r == id) else {
+            let whose = if self.auth_ids.contains(&id) {
+                "the session's own auth request"
+            } else {
+                "no pending request"
+            };
+            return Err(format!("{what} for id {id}: {whose}"));
+        };
+        self.requests.swap_remove(i);
+        match what {
+            "resolved" => self.resolved += 1,
+            "timed out" => self.timed_out += 1,
+            _ => self.req_failed += 1,
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,202 @@
+//! The deterministic simulation over thousands of seeds (feature `sim`).
+//!
+//! Every seed runs twice: both runs must hold every invariant and produce
+//! the same trace hash. A failing seed panics with the broken invariant,
+//! the tail of its trace and the command that replays it.
+#![cfg(feature = "sim")]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use zenws_core::session::{Session, SessionConfig, SessionEvent};
+use zenws_core::sim::{run_seed, Faults, SimConfig, Violation};
+use zenws_core::Instant;
+
+/// Seeds `cargo test` runs.
+const SEEDS: u64 = 2_000;
+
+/// Virtual time per seed in `cargo test` (the example defaults to 10 min).
+fn config() -> SimConfig {
+    // Short enough for a debug build (the faults are squeezed into the
+    // minute accordingly); `sim_seeds` runs the long ones in release.
+    SimConfig {
+        duration: Duration::from_secs(60),
+        faults: Faults {
+            fault_within: Duration::from_secs(40),
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    }
+}
+
+fn explain(seed: u64, cfg: &SimConfig) -> Violation {
+    let traced = SimConfig {
+        keep_trace: true,
+        ..cfg.clone()
+    };
+    run_seed(seed, &traced).expect_err("a failing seed fails again")
+}
+
+#[test]
+fn two_thousand_seeds_hold_every_invariant_deterministically() {
+    let cfg = config();
+    let next = AtomicU64::new(0);
+    let virtual_ms = AtomicU64::new(0);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let began = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= SEEDS {
+                    break;
+                }
+                let a = run_seed(seed, &cfg).unwrap_or_else(|_| panic!("{}", explain(seed, &cfg)));
+                let b = run_seed(seed, &cfg).unwrap_or_else(|_| panic!("{}", explain(seed, &cfg)));
+                assert_eq!(
+                    a.trace_hash,
+                    b.trace_hash,
+                    "seed {seed} is not deterministic; replay: {}",
+                    zenws_core::sim::replay_command(seed)
+                );
+                virtual_ms.fetch_add(a.virtual_time.as_millis() as u64, Ordering::Relaxed);
+            });
+        }
+    });
+    let secs = began.elapsed().as_secs_f64();
+    let hours = virtual_ms.load(Ordering::Relaxed) as f64 / 3_600_000.0;
+    println!(
+        "{SEEDS} seeds × 2 runs in {secs:.1} s: {:.0} seeds/s, {hours:.1} h virtual ({:.1} simulated h/s)",
+        SEEDS as f64 / secs,
+        2.0 * hours / secs
+    );
+}
+
+#[test]
+fn same_seed_same_trace_line_by_line() {
+    let cfg = SimConfig {
+        keep_trace: true,
+        ..config()
+    };
+    let a = run_seed(3, &cfg).unwrap();
+    let b = run_seed(3, &cfg).unwrap();
+    assert!(a.trace.len() > 100, "a real trace: {} lines", a.trace.len());
+    assert_eq!(a.trace, b.trace);
+    assert_eq!(a.trace_hash, b.trace_hash);
+    let other = run_seed(4, &cfg).unwrap();
+    assert_ne!(
+        a.trace_hash, other.trace_hash,
+        "different seeds, different runs"
+    );
+}
+
+#[test]
+fn the_simulation_exercises_the_faults() {
+    let cfg = config();
+    let (mut opens, mut reconnects, mut restarts, mut escalations, mut dead) = (0, 0, 0, 0, 0);
+    let (mut failed, mut timed_out, mut rejected) = (0, 0, 0);
+    for seed in 0..100 {
+        let r = run_seed(seed, &cfg).unwrap_or_else(|_| panic!("{}", explain(seed, &cfg)));
+        opens += r.opens;
+        reconnects += r.reconnects;
+        restarts += r.restarts;
+        escalations += r.escalations;
+        dead += r.heartbeat_failures;
+        failed += r.sends_failed + r.requests_failed;
+        timed_out += r.requests_timed_out;
+        rejected += r.sends_rejected;
+    }
+    for (what, n) in [
+        ("opens", opens),
+        ("reconnects", reconnects),
+        ("restarts", restarts),
+        ("escalations", escalations),
+        ("heartbeat failures", dead),
+        ("failed sends/requests", failed),
+        ("timed-out requests", timed_out),
+        ("rejected sends", rejected),
+    ] {
+        assert!(n > 0, "100 seeds never produced any {what}");
+    }
+}
+
+// ---- regressions: bugs the simulation found ----
+
+/// Seeds that failed before the fixes (the long default run of the example).
+#[test]
+fn regression_seeds() {
+    let cfg = SimConfig::default();
+    for seed in [20, 69] {
+        run_seed(seed, &cfg).unwrap_or_else(|_| panic!("{}", explain(seed, &cfg)));
+    }
+}
+
+/// Bug 1: an unanswered auth request (stalled link, busy server) was
+/// reported as `AuthRejected`, which fails the client fatally: a transient
+/// fault killed it for good. It is now `AuthTimedOut` (the driver reconnects).
+#[test]
+fn auth_timeout_is_not_a_rejection() {
+    let mut s: Session = Session::new(SessionConfig {
+        authenticate: true,
+        request_timeout: Duration::from_secs(5),
+        ..SessionConfig::default()
+    });
+    s.on_open(Instant::ZERO, 1);
+    assert!(s.poll_step(Instant::ZERO).is_some());
+    s.handle_timeout(Instant::from_millis(5_000));
+    assert_eq!(
+        s.poll_event(),
+        Some(SessionEvent::AuthTimedOut { epoch: 1 })
+    );
+    assert_eq!(s.poll_event(), None);
+}
+
+/// Bug 2: a disconnect during authentication reported `RequestFailed` for
+/// the session's own auth id, a request the user never made.
+#[test]
+fn disconnect_during_auth_reports_no_foreign_request() {
+    let mut s: Session = Session::new(SessionConfig {
+        authenticate: true,
+        ..SessionConfig::default()
+    });
+    s.track_request(Instant::ZERO, 100).unwrap();
+    s.on_open(Instant::ZERO, 1);
+    assert!(s.poll_step(Instant::ZERO).is_some());
+    s.on_disconnect();
+    assert_eq!(
+        s.poll_event(),
+        Some(SessionEvent::RequestFailed { id: 100 })
+    );
+    assert_eq!(s.poll_event(), None);
+    assert_eq!(s.pending_requests(), 0);
+}
+
+/// Bug 3: a disconnect (or a timeout) with more than 8 requests in flight
+/// overflowed the session's 8-entry event queue and dropped the oldest
+/// `RequestFailed`/`RequestTimedOut`: those requests were never resolved.
+#[test]
+fn every_pending_request_is_reported_on_disconnect_and_timeout() {
+    let mut s: Session = Session::new(SessionConfig::default());
+    for id in 1..=32 {
+        s.track_request(Instant::ZERO, id).unwrap();
+    }
+    s.on_disconnect();
+    let mut failed: Vec<u64> = std::iter::from_fn(|| s.poll_event())
+        .map(|e| match e {
+            SessionEvent::RequestFailed { id } => id,
+            e => panic!("{e:?}"),
+        })
+        .collect();
+    failed.sort_unstable();
+    assert_eq!(failed, (1..=32).collect::<Vec<_>>());
+
+    for id in 1..=20 {
+        s.track_request(Instant::ZERO, id).unwrap();
+    }
+    s.handle_timeout(Instant::from_millis(60_000));
+    let n = std::iter::from_fn(|| s.poll_event())
+        .filter(|e| matches!(e, SessionEvent::RequestTimedOut { .. }))
+        .count();
+    assert_eq!(n, 20);
+    assert_eq!(s.pending_requests(), 0);
+}

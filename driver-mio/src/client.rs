@@ -36,7 +36,11 @@ impl Client {
         config.restart = RestartType::Temporary;
         let mut sup = ClientSupervisor::new()?;
         let id = sup.start_client(url, config)?;
-        let mut client = Client { sup, id, backlog: VecDeque::new() };
+        let mut client = Client {
+            sup,
+            id,
+            backlog: VecDeque::new(),
+        };
         loop {
             client.sup.run_once(Some(Duration::from_millis(100)))?;
             while let Some(ev) = client.sup.poll_event() {
@@ -45,7 +49,9 @@ impl Client {
                         client.backlog.push_back(ev);
                         return Ok(client);
                     }
-                    ClientEvent::Failed { reason, detail, .. } => return Err(Error::Failed(reason, detail)),
+                    ClientEvent::Failed { reason, detail, .. } => {
+                        return Err(Error::Failed(reason, detail))
+                    }
                     other => client.backlog.push_back(other),
                 }
             }
@@ -98,7 +104,9 @@ impl Client {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.recv(left)? {
                 Some(ClientEvent::Message { message, .. }) => return Ok(Some(message)),
-                Some(ClientEvent::Failed { reason, detail, .. }) => return Err(Error::Failed(reason, detail)),
+                Some(ClientEvent::Failed { reason, detail, .. }) => {
+                    return Err(Error::Failed(reason, detail))
+                }
                 Some(ClientEvent::Stopped { .. }) => return Ok(None),
                 Some(_) => {}
                 None => return Ok(None),

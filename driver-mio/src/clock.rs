@@ -21,7 +21,9 @@ pub struct MonotonicClock {
 impl MonotonicClock {
     /// A clock whose epoch is now.
     pub fn new() -> Self {
-        MonotonicClock { epoch: std::time::Instant::now() }
+        MonotonicClock {
+            epoch: std::time::Instant::now(),
+        }
     }
 }
 

@@ -44,14 +44,21 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::InvalidUrl(u) => write!(f, "invalid URL {u:?}: expected ws://host[:port]/path or wss://..."),
+            Error::InvalidUrl(u) => write!(
+                f,
+                "invalid URL {u:?}: expected ws://host[:port]/path or wss://..."
+            ),
             Error::TlsSetup(e) => write!(f, "TLS setup: {e}"),
             Error::UnknownClient(id) => write!(f, "no such client: {id}"),
             Error::DuplicateClient(id) => write!(f, "client id already in use: {id}"),
             Error::Send(e) => write!(f, "send refused: {e}"),
             Error::Request(why) => write!(f, "request not tracked: {why}"),
-            Error::SupervisorTerminated => f.write_str("supervisor terminated: restart budget exhausted"),
-            Error::Failed(reason, detail) if detail.is_empty() => write!(f, "client failed: {reason}"),
+            Error::SupervisorTerminated => {
+                f.write_str("supervisor terminated: restart budget exhausted")
+            }
+            Error::Failed(reason, detail) if detail.is_empty() => {
+                write!(f, "client failed: {reason}")
+            }
             Error::Failed(reason, detail) => write!(f, "client failed: {reason} ({detail})"),
             Error::InvalidConfig(why) => write!(f, "invalid configuration: {why}"),
             Error::Io(e) => write!(f, "event loop I/O: {e}"),

@@ -7,7 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
 pub(crate) enum Command {
-    Start { id: ClientId, url: String, config: Box<ClientConfig> },
+    Start {
+        id: ClientId,
+        url: String,
+        config: Box<ClientConfig>,
+    },
     Stop(ClientId),
     SendText(ClientId, String),
     SendBinary(ClientId, Vec<u8>),
@@ -31,19 +35,29 @@ impl std::fmt::Debug for Handle {
 }
 
 impl Handle {
-    pub(crate) fn new(tx: mpsc::Sender<Command>, waker: Arc<mio::Waker>, next_id: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(
+        tx: mpsc::Sender<Command>,
+        waker: Arc<mio::Waker>,
+        next_id: Arc<AtomicU64>,
+    ) -> Self {
         Handle { tx, waker, next_id }
     }
 
     fn submit(&self, cmd: Command) -> Result<(), Error> {
-        self.tx.send(cmd).map_err(|_| Error::Io(std::io::Error::other("event loop is gone")))?;
+        self.tx
+            .send(cmd)
+            .map_err(|_| Error::Io(std::io::Error::other("event loop is gone")))?;
         self.waker.wake().map_err(Error::Io)
     }
 
     /// Start a client; its id is returned at once, the client starts on the loop.
     pub fn start_client(&self, url: &str, config: ClientConfig) -> Result<ClientId, Error> {
         let id = ClientId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        self.submit(Command::Start { id, url: url.to_string(), config: Box::new(config) })?;
+        self.submit(Command::Start {
+            id,
+            url: url.to_string(),
+            config: Box::new(config),
+        })?;
         Ok(id)
     }
 

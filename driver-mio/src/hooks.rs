@@ -29,7 +29,10 @@ impl fmt::Debug for DeribitSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DeribitSession")
             .field("client_id", &self.client_id.as_ref().map(|_| "<redacted>"))
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -60,7 +63,10 @@ impl SessionHooks for DeribitSession {
 
     fn subscribe(&self, id: u64, channels: &[&str]) -> String {
         let private = channels.iter().any(|c| c.starts_with("user."));
-        let list: Vec<String> = channels.iter().map(|c| format!("\"{}\"", json_escape(c))).collect();
+        let list: Vec<String> = channels
+            .iter()
+            .map(|c| format!("\"{}\"", json_escape(c)))
+            .collect();
         format!(
             r#"{{"jsonrpc":"2.0","id":{id},"method":"{}/subscribe","params":{{"channels":[{}]}}}}"#,
             if private { "private" } else { "public" },
@@ -75,14 +81,25 @@ mod tests {
 
     #[test]
     fn deribit_messages_and_redaction() {
-        let s = DeribitSession { client_id: Some("id".into()), client_secret: Some("sec\"ret".into()) };
+        let s = DeribitSession {
+            client_id: Some("id".into()),
+            client_secret: Some("sec\"ret".into()),
+        };
         let auth = s.authenticate(1).unwrap();
         assert!(auth.contains(r#""client_secret":"sec\"ret""#), "{auth}");
         // The field name `client_secret` is printed; its value never is.
         let dbg = format!("{s:?}");
-        assert!(!dbg.contains("ret\\\"") && !dbg.contains("\"id\"") && dbg.contains("<redacted>"), "{dbg}");
-        let sub = s.subscribe(2, &["book.BTC-PERPETUAL.raw", "user.orders.BTC-PERPETUAL.raw"]);
+        assert!(
+            !dbg.contains("ret\\\"") && !dbg.contains("\"id\"") && dbg.contains("<redacted>"),
+            "{dbg}"
+        );
+        let sub = s.subscribe(
+            2,
+            &["book.BTC-PERPETUAL.raw", "user.orders.BTC-PERPETUAL.raw"],
+        );
         assert!(sub.contains("private/subscribe"));
-        assert!(s.subscribe(3, &["trades.BTC-PERPETUAL.raw"]).contains("public/subscribe"));
+        assert!(s
+            .subscribe(3, &["trades.BTC-PERPETUAL.raw"])
+            .contains("public/subscribe"));
     }
 }

@@ -14,7 +14,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use zenws_core::frame::FrameKind;
 use zenws_core::session::{Session, SessionEvent, Step};
-use zenws_core::{Action, Connection, Delivery, Epoch, Error as Reason, Event, ExitReason, Instant};
+use zenws_core::{
+    Action, Connection, Delivery, Epoch, Error as Reason, Event, ExitReason, Instant,
+};
 
 /// The session type the driver uses: 64 channels of ≤ 96 bytes, 64 requests in flight.
 pub(crate) type DriverSession = Session<64, 96, 64>;
@@ -90,7 +92,8 @@ impl Slot {
 
     pub(crate) fn session_mut(&mut self) -> &mut DriverSession {
         let cfg = self.config.session;
-        self.session.get_or_insert_with(|| Box::new(Session::new(cfg)))
+        self.session
+            .get_or_insert_with(|| Box::new(Session::new(cfg)))
     }
 
     fn token(&self) -> Token {
@@ -104,7 +107,13 @@ impl Slot {
     }
 
     /// Start the socket for `epoch` at `addr`.
-    pub(crate) fn connect_to(&mut self, now: Instant, epoch: Epoch, addr: SocketAddr, ctx: &mut Ctx<'_>) {
+    pub(crate) fn connect_to(
+        &mut self,
+        now: Instant,
+        epoch: Epoch,
+        addr: SocketAddr,
+        ctx: &mut Ctx<'_>,
+    ) {
         self.drop_transport(ctx);
         match Transport::connect(ctx.registry, self.token(), &self.target, addr, &self.tcfg) {
             Ok(t) => self.transport = Some(t),
@@ -116,8 +125,15 @@ impl Slot {
     }
 
     /// A DNS answer arrived.
-    pub(crate) fn on_resolved(&mut self, now: Instant, result: Result<Vec<SocketAddr>, Reason>, ctx: &mut Ctx<'_>) {
-        let Some(epoch) = self.resolving.take() else { return };
+    pub(crate) fn on_resolved(
+        &mut self,
+        now: Instant,
+        result: Result<Vec<SocketAddr>, Reason>,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let Some(epoch) = self.resolving.take() else {
+            return;
+        };
         if epoch != self.conn.epoch() {
             return;
         }
@@ -173,8 +189,16 @@ impl Slot {
     }
 
     /// Readiness on this slot's token.
-    pub(crate) fn on_ready(&mut self, now: Instant, readable: bool, writable: bool, ctx: &mut Ctx<'_>) {
-        let Some(t) = self.transport.as_mut() else { return };
+    pub(crate) fn on_ready(
+        &mut self,
+        now: Instant,
+        readable: bool,
+        writable: bool,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let Some(t) = self.transport.as_mut() else {
+            return;
+        };
         ctx.scratch.clear();
         t.handle_event(ctx.registry, readable, writable, ctx.scratch);
         let epoch = self.conn.epoch();
@@ -211,14 +235,19 @@ impl Slot {
         if let Some(s) = self.session.as_mut() {
             s.on_message(now, message.as_bytes());
         }
-        ctx.events.push_back(ClientEvent::Message { id: self.id, message });
+        ctx.events.push_back(ClientEvent::Message {
+            id: self.id,
+            message,
+        });
         // Drain at once: one read can carry more responses than the
         // session's event queue holds (RequestResolved would be dropped).
         self.session_events(now, ctx);
     }
 
     fn send_step(&mut self, now: Instant, step: Step, ctx: &mut Ctx<'_>) {
-        let Some(hooks) = self.config.hooks.clone() else { return };
+        let Some(hooks) = self.config.hooks.clone() else {
+            return;
+        };
         let (text, epoch) = match &step {
             Step::Authenticate { epoch, id } => match hooks.authenticate(*id) {
                 Some(t) => (t, *epoch),
@@ -268,9 +297,15 @@ impl Slot {
                     continue;
                 }
                 SessionEvent::Restored { channels, .. } => ClientEvent::Restored { id, channels },
-                SessionEvent::RequestResolved { id: r } => ClientEvent::RequestResolved { id, request: r },
-                SessionEvent::RequestTimedOut { id: r } => ClientEvent::RequestTimedOut { id, request: r },
-                SessionEvent::RequestFailed { id: r } => ClientEvent::RequestFailed { id, request: r },
+                SessionEvent::RequestResolved { id: r } => {
+                    ClientEvent::RequestResolved { id, request: r }
+                }
+                SessionEvent::RequestTimedOut { id: r } => {
+                    ClientEvent::RequestTimedOut { id, request: r }
+                }
+                SessionEvent::RequestFailed { id: r } => {
+                    ClientEvent::RequestFailed { id, request: r }
+                }
             };
             ctx.events.push_back(out);
         }
@@ -306,11 +341,23 @@ impl Slot {
                         if let Some(s) = self.session.as_mut() {
                             s.on_disconnect();
                         }
-                        Some(ClientEvent::Disconnected { id, reason, detail: detail() })
+                        Some(ClientEvent::Disconnected {
+                            id,
+                            reason,
+                            detail: detail(),
+                        })
                     }
-                    Event::Reconnecting { attempt, delay, reason } => {
-                        Some(ClientEvent::Reconnecting { id, attempt, delay, reason, detail: detail() })
-                    }
+                    Event::Reconnecting {
+                        attempt,
+                        delay,
+                        reason,
+                    } => Some(ClientEvent::Reconnecting {
+                        id,
+                        attempt,
+                        delay,
+                        reason,
+                        detail: detail(),
+                    }),
                     Event::HeartbeatMissed { consecutive } => {
                         Some(ClientEvent::HeartbeatMissed { id, consecutive })
                     }

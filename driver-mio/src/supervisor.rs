@@ -94,7 +94,11 @@ impl ClientSupervisor {
     /// It registers a `mio::Waker` at `token_offset`. mio allows one waker
     /// per `Poll`: if the loop has its own, or runs several supervisors, use
     /// [`ClientSupervisor::embedded_with_waker`].
-    pub fn embedded(registry: &Registry, token_offset: usize, config: SupervisorConfig) -> Result<Self, Error> {
+    pub fn embedded(
+        registry: &Registry,
+        token_offset: usize,
+        config: SupervisorConfig,
+    ) -> Result<Self, Error> {
         Self::build(registry.try_clone()?, token_offset, config, None)
     }
 
@@ -157,7 +161,11 @@ impl ClientSupervisor {
 
     /// A handle other threads use to send and to start/stop clients.
     pub fn handle(&self) -> Handle {
-        Handle::new(self.command_tx.clone(), self.waker.clone(), self.next_id.clone())
+        Handle::new(
+            self.command_tx.clone(),
+            self.waker.clone(),
+            self.next_id.clone(),
+        )
     }
 
     /// `true` once the restart budget was exhausted: every child was
@@ -194,7 +202,12 @@ impl ClientSupervisor {
     }
 
     /// Start a client with an id of the caller's choosing (static children).
-    pub fn start_child(&mut self, id: ClientId, url: &str, config: ClientConfig) -> Result<(), Error> {
+    pub fn start_child(
+        &mut self,
+        id: ClientId,
+        url: &str,
+        config: ClientConfig,
+    ) -> Result<(), Error> {
         if self.core.is_terminated() {
             return Err(Error::SupervisorTerminated);
         }
@@ -204,7 +217,11 @@ impl ClientSupervisor {
         // Keep generated ids clear of static ones.
         self.next_id.fetch_max(id.0 + 1, Ordering::Relaxed);
         let target = Target::parse(url).map_err(|_| Error::InvalidUrl(url.to_string()))?;
-        let tls = if target.secure { Some(self.tls_for(&config.tls)?) } else { None };
+        let tls = if target.secure {
+            Some(self.tls_for(&config.tls)?)
+        } else {
+            None
+        };
         let max = config.connection.max_message_size;
         let tcfg = Arc::new(TransportConfig {
             max_message_size: max,
@@ -219,7 +236,13 @@ impl ClientSupervisor {
         });
         let entry = self.slots.vacant_entry();
         let key = entry.key();
-        let slot = entry.insert(Slot::new(id, key + self.token_offset + 1, target, Arc::new(config), tcfg));
+        let slot = entry.insert(Slot::new(
+            id,
+            key + self.token_offset + 1,
+            target,
+            Arc::new(config),
+            tcfg,
+        ));
         self.ids.insert(id, key);
         let now = self.clock.now();
         slot.conn.connect(now);
@@ -273,7 +296,11 @@ impl ClientSupervisor {
     }
 
     /// Send a binary message (same rules as [`ClientSupervisor::send_text`]).
-    pub fn send_binary(&mut self, id: ClientId, data: impl Into<tungstenite::Bytes>) -> Result<(), Error> {
+    pub fn send_binary(
+        &mut self,
+        id: ClientId,
+        data: impl Into<tungstenite::Bytes>,
+    ) -> Result<(), Error> {
         self.send(id, tungstenite::Message::Binary(data.into()))
     }
 
@@ -289,14 +316,20 @@ impl ClientSupervisor {
         let key = self.key_of(id)?;
         let now = self.clock.now();
         let slot = &mut self.slots[key];
-        let pending = slot.transport.as_ref().map_or(0, |t| t.pending_write_bytes());
+        let pending = slot
+            .transport
+            .as_ref()
+            .map_or(0, |t| t.pending_write_bytes());
         let payload: &[u8] = match &msg {
             tungstenite::Message::Text(t) => t.as_bytes(),
             tungstenite::Message::Binary(b) => b,
             _ => &[],
         };
         slot.conn.handle_send(now, payload, pending)?;
-        let t = slot.transport.as_mut().ok_or(Error::Send(SendError::NotConnected))?;
+        let t = slot
+            .transport
+            .as_mut()
+            .ok_or(Error::Send(SendError::NotConnected))?;
         match t.send(&self.registry, msg) {
             Ok(()) => {
                 self.reschedule(key);
@@ -331,12 +364,15 @@ impl ClientSupervisor {
             .ok_or(Error::Request("the request has no integer \"id\""))?;
         let key = self.key_of(id)?;
         let now = self.clock.now();
-        self.slots[key].session_mut().track_request(now, rid).map_err(|e| {
-            Error::Request(match e {
-                zenws_core::requests::TrackError::DuplicateId => "duplicate id in flight",
-                zenws_core::requests::TrackError::Full => "too many requests in flight",
-            })
-        })?;
+        self.slots[key]
+            .session_mut()
+            .track_request(now, rid)
+            .map_err(|e| {
+                Error::Request(match e {
+                    zenws_core::requests::TrackError::DuplicateId => "duplicate id in flight",
+                    zenws_core::requests::TrackError::Full => "too many requests in flight",
+                })
+            })?;
         if let Err(e) = self.send_text(id, text) {
             self.slots[key].session_mut().untrack_request(rid);
             return Err(e);
@@ -423,7 +459,11 @@ impl ClientSupervisor {
         while let Ok(cmd) = self.commands.try_recv() {
             self.command(cmd);
         }
-        let answers: Vec<_> = self.resolver.as_ref().map(|r| std::iter::from_fn(|| r.try_recv()).collect()).unwrap_or_default();
+        let answers: Vec<_> = self
+            .resolver
+            .as_ref()
+            .map(|r| std::iter::from_fn(|| r.try_recv()).collect())
+            .unwrap_or_default();
         for (key, result) in answers {
             if let Some(slot) = self.slots.get_mut(key - self.token_offset - 1) {
                 let mut ctx = Ctx {
@@ -439,7 +479,9 @@ impl ClientSupervisor {
             }
         }
         while let Some((at, key)) = self.timers.pop_due(now) {
-            let Some(slot) = self.slots.get_mut(key) else { continue };
+            let Some(slot) = self.slots.get_mut(key) else {
+                continue;
+            };
             if slot.deadline != Some(at) {
                 continue; // stale entry
             }
@@ -451,7 +493,8 @@ impl ClientSupervisor {
             self.drive(key, now);
         }
         let slots = &self.slots;
-        self.timers.compact(slots.len(), |k| slots.get(k).and_then(|s| s.deadline));
+        self.timers
+            .compact(slots.len(), |k| slots.get(k).and_then(|s| s.deadline));
     }
 
     fn command(&mut self, cmd: Command) {
@@ -470,7 +513,10 @@ impl ClientSupervisor {
     /// (at most `max_wait`, and never past the next core deadline), then
     /// handle it all. Events are then ready in [`ClientSupervisor::poll_event`].
     pub fn run_once(&mut self, max_wait: Option<Duration>) -> Result<(), Error> {
-        let mut poll = self.poll.take().expect("run_once needs the supervisor's own Poll (not embedded)");
+        let mut poll = self
+            .poll
+            .take()
+            .expect("run_once needs the supervisor's own Poll (not embedded)");
         let wait = match (self.poll_timeout(), max_wait) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -494,7 +540,11 @@ impl ClientSupervisor {
     }
 
     /// Run until `done` says so, handing every event to `handler`.
-    pub fn run<H: Handler>(&mut self, handler: &mut H, mut done: impl FnMut(&Self) -> bool) -> Result<(), Error> {
+    pub fn run<H: Handler>(
+        &mut self,
+        handler: &mut H,
+        mut done: impl FnMut(&Self) -> bool,
+    ) -> Result<(), Error> {
         while !done(self) {
             self.run_once(Some(Duration::from_millis(100)))?;
             while let Some(ev) = self.poll_event() {
@@ -505,7 +555,9 @@ impl ClientSupervisor {
     }
 
     fn reschedule(&mut self, key: usize) {
-        let Some(slot) = self.slots.get_mut(key) else { return };
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
         let next = slot.next_deadline();
         if next != slot.deadline {
             slot.deadline = next;
@@ -524,7 +576,9 @@ impl ClientSupervisor {
             events: &mut self.events,
             scratch: &mut self.scratch,
         };
-        let Some(slot) = self.slots.get_mut(key) else { return };
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
         let exit = slot.drive(now, &mut ctx);
         match exit {
             Some(reason) => self.on_exit(key, reason, now),
@@ -555,7 +609,8 @@ impl ClientSupervisor {
             Decision::Escalate { restarts, window } => {
                 log::error!("restart budget exhausted: {restarts} restarts in {window:?}; stopping all children");
                 self.remove(key, reason);
-                self.events.push_back(ClientEvent::BudgetExhausted { restarts, window });
+                self.events
+                    .push_back(ClientEvent::BudgetExhausted { restarts, window });
                 let keys: Vec<usize> = self.slots.iter().map(|(k, _)| k).collect();
                 for k in keys {
                     let slot = &mut self.slots[k];
@@ -576,7 +631,11 @@ impl ClientSupervisor {
         let id = slot.id;
         self.events.push_back(match reason {
             ExitReason::Normal => ClientEvent::Stopped { id },
-            reason => ClientEvent::Failed { id, reason, detail: std::mem::take(&mut slot.detail) },
+            reason => ClientEvent::Failed {
+                id,
+                reason,
+                detail: std::mem::take(&mut slot.detail),
+            },
         });
     }
 

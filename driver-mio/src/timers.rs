@@ -33,7 +33,8 @@ impl Timers {
     /// Drop stale entries once the heap grows far beyond the live count.
     pub(crate) fn compact(&mut self, live: usize, current: impl Fn(usize) -> Option<Instant>) {
         if self.heap.len() > 4 * live + 64 {
-            self.heap.retain(|Reverse((at, key))| current(*key) == Some(*at));
+            self.heap
+                .retain(|Reverse((at, key))| current(*key) == Some(*at));
         }
     }
 }

@@ -106,7 +106,9 @@ fn hundred_clients_echo_then_reconnect_after_server_kill() {
     });
     server.kill_connections();
     // Each client notices the dead socket, reconnects and echoes again.
-    run_until(&mut sup, 30, |_, ev| ids.iter().all(|&id| opened(ev, id) == 1));
+    run_until(&mut sup, 30, |_, ev| {
+        ids.iter().all(|&id| opened(ev, id) == 1)
+    });
     for &id in &ids {
         sup.send_text(id, format!("again{}", id.0)).unwrap();
     }

@@ -611,13 +611,11 @@ fn run(a: Args) {
                 }
                 ClientEvent::HeartbeatMissed { .. } => x.heartbeat_missed += 1,
                 ClientEvent::Reconnecting { .. } => x.reconnects += 1,
-                ClientEvent::Opened { id } => {
-                    // A reconnect: pingpong needs a message in flight again.
-                    if a.mode == Mode::PingPong {
-                        if let Some(&i) = index.get(&id) {
-                            conns[i].sent_at = Instant::now();
-                            let _ = sup.send_text(id, payload.as_str());
-                        }
+                // A reconnect: pingpong needs a message in flight again.
+                ClientEvent::Opened { id } if a.mode == Mode::PingPong => {
+                    if let Some(&i) = index.get(&id) {
+                        conns[i].sent_at = Instant::now();
+                        let _ = sup.send_text(id, payload.as_str());
                     }
                 }
                 _ => {}

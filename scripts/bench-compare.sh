@@ -69,7 +69,7 @@ run() { # run SECTION CLIENT CONNS MODE URL [extra args...]
   if [ -n "$line" ]; then
     python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["section"]=sys.argv[2]; d["cli"]=sys.argv[3]; print(json.dumps(d))' \
       "$line" "$sec" "$cli" >> "$OUT"
-    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(f"{d[\"label\"]:22s} {d[\"msgs_per_sec\"]:>9.0f}/s p99 {d[\"p99_us\"]} us cpu/msg {d[\"client_cpu_us_per_msg\"]} rss/conn {d[\"rss_per_conn_kb\"]} kB err {d[\"errors\"]}")' "$line" >&2
+    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%-22s %9.0f/s p99 %s us cpu/msg %s rss/conn %s kB err %s" % (d["label"], d["msgs_per_sec"], d["p99_us"], d["client_cpu_us_per_msg"], d["rss_per_conn_kb"], d["errors"]))' "$line" >&2 || true
   else
     log "$sec/$cli FAILED (see $OUTDIR/client.err)"
   fi

@@ -28,6 +28,20 @@ use std::time::Duration;
 use zenws_core::supervisor::{Decision, Supervisor, SupervisorConfig};
 use zenws_core::{ExitReason, Health, Instant, Metrics, SendError, State};
 
+/// The loop state a slot needs, borrowed field by field so that
+/// `self.slots` stays free for the slot itself.
+macro_rules! ctx {
+    ($s:ident) => {
+        Ctx {
+            registry: &$s.registry,
+            resolver: &mut $s.resolver,
+            waker: &$s.waker,
+            events: &mut $s.events,
+            scratch: &mut $s.scratch,
+        }
+    };
+}
+
 /// Tokens a supervisor uses: its waker at the offset, then one per client.
 pub const TOKEN_SPAN: usize = 1 << 24;
 
@@ -339,13 +353,7 @@ impl ClientSupervisor {
             Err(SendFailure::NotOpen(_)) => Err(Error::Send(SendError::NotConnected)),
             Err(SendFailure::Failed) => {
                 // The socket is gone: collect its failure event now.
-                let mut ctx = Ctx {
-                    registry: &self.registry,
-                    resolver: &mut self.resolver,
-                    waker: &self.waker,
-                    events: &mut self.events,
-                    scratch: &mut self.scratch,
-                };
+                let mut ctx = ctx!(self);
                 self.slots[key].on_ready(now, false, false, &mut ctx);
                 self.drive(key, now);
                 Err(Error::Send(SendError::NotConnected))
@@ -441,13 +449,7 @@ impl ClientSupervisor {
             t.read_hint(event.is_read_closed() || event.is_error());
         }
         let now = self.clock.now();
-        let mut ctx = Ctx {
-            registry: &self.registry,
-            resolver: &mut self.resolver,
-            waker: &self.waker,
-            events: &mut self.events,
-            scratch: &mut self.scratch,
-        };
+        let mut ctx = ctx!(self);
         self.slots[key].on_ready(now, readable, writable, &mut ctx);
         self.drive(key, now);
         true
@@ -466,13 +468,7 @@ impl ClientSupervisor {
             .unwrap_or_default();
         for (key, result) in answers {
             if let Some(slot) = self.slots.get_mut(key - self.token_offset - 1) {
-                let mut ctx = Ctx {
-                    registry: &self.registry,
-                    resolver: &mut self.resolver,
-                    waker: &self.waker,
-                    events: &mut self.events,
-                    scratch: &mut self.scratch,
-                };
+                let mut ctx = ctx!(self);
                 slot.on_resolved(now, result, &mut ctx);
                 let k = slot.token - self.token_offset - 1;
                 self.drive(k, now);
@@ -569,13 +565,7 @@ impl ClientSupervisor {
 
     /// Let slot `key`'s cores run, then act on an exit.
     fn drive(&mut self, key: usize, now: Instant) {
-        let mut ctx = Ctx {
-            registry: &self.registry,
-            resolver: &mut self.resolver,
-            waker: &self.waker,
-            events: &mut self.events,
-            scratch: &mut self.scratch,
-        };
+        let mut ctx = ctx!(self);
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };

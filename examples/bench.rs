@@ -309,17 +309,7 @@ fn json_num(v: Option<f64>) -> String {
 }
 
 fn json_str(s: &str) -> String {
-    let mut o = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
+    format!("\"{}\"", zenws_mio::hooks::json_escape(s))
 }
 
 fn report(

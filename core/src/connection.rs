@@ -405,7 +405,18 @@ impl Connection {
         };
         self.push_event(Event::Opened { epoch });
         if let Some(frame) = self.heartbeat.on_open(now) {
+            self.charge(now, &frame);
             self.push_action(Action::Send { epoch, frame });
+        }
+    }
+
+    /// Count a core-generated frame against the rate limit without ever
+    /// refusing it: heartbeats must not starve, but the server charges them
+    /// (Deribit bills `public/test`), so user sends see the real budget.
+    fn charge(&mut self, now: Instant, frame: &Frame) {
+        if let (Some(bucket), Some(limit)) = (self.bucket.as_mut(), self.config.rate_limit.as_ref())
+        {
+            let _ = bucket.try_acquire(now, (limit.cost)(&frame.encode().bytes));
         }
     }
 
@@ -506,6 +517,7 @@ impl Connection {
             // Once our close frame is out, no more data frames (RFC 6455
             // §5.5.1): a heartbeat reply while closing is dropped.
             if !closing {
+                self.charge(now, &frame);
                 self.push_action(Action::Send { epoch, frame });
             }
         }

@@ -136,10 +136,11 @@ pub enum SubscribeError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Down,
-    /// Must send auth; then wait for the answer to `id`.
+    /// Must send auth (not before `at`); then wait for the answer to `id`.
     Auth {
         sent: bool,
         id: u64,
+        at: Instant,
     },
     /// Next batch starts at channel `next`, not before `at`.
     Subscribing {
@@ -248,7 +249,11 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
         self.epoch = epoch;
         self.phase = if self.config.authenticate {
             let id = self.next_id();
-            Phase::Auth { sent: false, id }
+            Phase::Auth {
+                sent: false,
+                id,
+                at: now,
+            }
         } else {
             Phase::Subscribing { next: 0, at: now }
         };
@@ -259,7 +264,7 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
         // The authentication request is the session's own: the user never
         // tracked it, so it is dropped, not reported as a failed request.
         let auth = match self.phase {
-            Phase::Auth { sent: true, id } => Some(id),
+            Phase::Auth { sent: true, id, .. } => Some(id),
             _ => None,
         };
         self.phase = Phase::Down;
@@ -282,8 +287,12 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
     /// The next on-open step due at `now`, if any.
     pub fn poll_step(&mut self, now: Instant) -> Option<Step> {
         match self.phase {
-            Phase::Auth { sent: false, id } => {
-                self.phase = Phase::Auth { sent: true, id };
+            Phase::Auth {
+                sent: false,
+                id,
+                at,
+            } if now >= at => {
+                self.phase = Phase::Auth { sent: true, id, at };
                 let _ = self.requests.track(now, id, self.config.request_timeout);
                 Some(Step::Authenticate {
                     epoch: self.epoch,
@@ -303,18 +312,15 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
                     return None;
                 }
                 let end = total.min(next + self.config.batch_size.max(1));
-                self.phase = if end >= total {
-                    self.push_event(SessionEvent::Restored {
-                        epoch: self.epoch,
-                        channels: total,
-                    });
-                    Phase::Ready
+                // After the last batch, `Restored` is reported on the next
+                // call, i.e. only once the caller did not hand the batch back
+                // with `step_failed`.
+                let at = if end >= total {
+                    now
                 } else {
-                    Phase::Subscribing {
-                        next: end,
-                        at: now + self.config.pacing,
-                    }
+                    now + self.config.pacing
                 };
+                self.phase = Phase::Subscribing { next: end, at };
                 let id = self.next_id();
                 Some(Step::Subscribe {
                     epoch: self.epoch,
@@ -323,6 +329,35 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
                 })
             }
             _ => None,
+        }
+    }
+
+    /// The caller could not send `step` (rate limited, write queue full):
+    /// it comes back from [`Session::poll_step`] at `retry_at`, so no
+    /// authentication or subscribe batch is lost.
+    pub fn step_failed(&mut self, step: &Step, retry_at: Instant) {
+        match *step {
+            Step::Authenticate { epoch, id } if epoch == self.epoch => {
+                if matches!(self.phase, Phase::Auth { id: a, .. } if a == id) {
+                    self.requests.resolve(id);
+                    self.phase = Phase::Auth {
+                        sent: false,
+                        id,
+                        at: retry_at,
+                    };
+                }
+            }
+            Step::Subscribe {
+                epoch, ref range, ..
+            } if epoch == self.epoch => {
+                if matches!(self.phase, Phase::Subscribing { .. }) {
+                    self.phase = Phase::Subscribing {
+                        next: range.start,
+                        at: retry_at,
+                    };
+                }
+            }
+            _ => {}
         }
     }
 
@@ -349,6 +384,7 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
         if let Phase::Auth {
             sent: true,
             id: auth_id,
+            ..
         } = self.phase
         {
             if id == auth_id {
@@ -368,7 +404,10 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
     /// When [`Session::handle_timeout`] or [`Session::poll_step`] is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let step = match self.phase {
-            Phase::Subscribing { at, .. } => Some(at),
+            Phase::Subscribing { at, .. }
+            | Phase::Auth {
+                sent: false, at, ..
+            } => Some(at),
             _ => None,
         };
         earliest(step, self.requests.poll_timeout())
@@ -444,6 +483,8 @@ mod tests {
                 panic!()
             };
             assert_eq!(range, 2..3);
+            // Restored once the caller comes back without handing the batch back.
+            assert_eq!(s.poll_step(ms(11)), None);
             assert_eq!(
                 s.poll_event(),
                 Some(SessionEvent::Restored { epoch, channels: 3 })
@@ -502,5 +543,57 @@ mod tests {
         assert_eq!(s.subscribe("cd"), Err(SubscribeError::Full));
         assert!(s.unsubscribe("ab"));
         assert_eq!(s.channel_count(), 0);
+    }
+}
+
+#[cfg(test)]
+mod step_retry_tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_step_comes_back_and_restored_waits_for_it() {
+        let cfg = SessionConfig {
+            authenticate: true,
+            batch_size: 1,
+            ..SessionConfig::default()
+        };
+        let mut s: Session<4, 8, 4> = Session::new(cfg);
+        s.subscribe("a").unwrap();
+        let t0 = Instant::from_millis(0);
+        s.on_open(t0, 1);
+        let auth = s.poll_step(t0).unwrap();
+        // Rate limited: the same authentication comes back at 50 ms, not before.
+        s.step_failed(&auth, Instant::from_millis(50));
+        assert_eq!(s.poll_step(Instant::from_millis(49)), None);
+        assert_eq!(s.poll_timeout(), Some(Instant::from_millis(50)));
+        let Some(Step::Authenticate { id, .. }) = s.poll_step(Instant::from_millis(50)) else {
+            panic!()
+        };
+        let mut msg = heapless::String::<64>::new();
+        core::fmt::write(&mut msg, format_args!(r#"{{"id":{id},"result":{{}}}}"#)).unwrap();
+        s.on_message(Instant::from_millis(51), msg.as_bytes());
+        assert_eq!(
+            s.poll_event(),
+            Some(SessionEvent::Authenticated { epoch: 1 })
+        );
+        let sub = s.poll_step(Instant::from_millis(51)).unwrap();
+        s.step_failed(&sub, Instant::from_millis(60));
+        assert_eq!(
+            s.poll_event(),
+            None,
+            "not restored while the batch is refused"
+        );
+        assert!(matches!(
+            s.poll_step(Instant::from_millis(60)),
+            Some(Step::Subscribe { range, .. }) if range == (0..1)
+        ));
+        assert_eq!(s.poll_step(Instant::from_millis(60)), None);
+        assert_eq!(
+            s.poll_event(),
+            Some(SessionEvent::Restored {
+                epoch: 1,
+                channels: 1
+            })
+        );
     }
 }

@@ -267,10 +267,33 @@ impl Slot {
         if epoch != self.conn.epoch() {
             return;
         }
-        if let Some(t) = self.transport.as_mut() {
-            if let Err(e) = t.send(ctx.registry, tungstenite::Message::text(text)) {
-                log::warn!("{}: session step not sent: {e:?}", self.id);
+        // Session messages pass the same admission as user sends (the server
+        // charges them too); a refused step comes back later, never lost.
+        let pending = self
+            .transport
+            .as_ref()
+            .map_or(0, |t| t.pending_write_bytes());
+        let retry_at = match self.conn.handle_send(now, text.as_bytes(), pending) {
+            Ok(()) => match self
+                .transport
+                .as_mut()
+                .map(|t| t.send(ctx.registry, tungstenite::Message::text(text)))
+            {
+                Some(Ok(())) | None => return,
+                Some(Err(e)) => {
+                    log::debug!("{}: session step deferred: {e:?}", self.id);
+                    now + std::time::Duration::from_millis(20)
+                }
+            },
+            Err(zenws_core::SendError::RateLimited { retry_after }) => now + retry_after,
+            Err(zenws_core::SendError::QueueFull) => now + std::time::Duration::from_millis(20),
+            Err(e) => {
+                log::warn!("{}: session step not sent: {e}", self.id);
+                return;
             }
+        };
+        if let Some(s) = self.session.as_mut() {
+            s.step_failed(&step, retry_at);
         }
     }
 

@@ -31,7 +31,6 @@
 //! msgs/s does not grow RSS the way a sorted vector of samples would, and no
 //! extra dependency.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use zenws_mio::core::heartbeat::{HeartbeatConfig, Strategy};
 use zenws_mio::core::HealthStatus;
@@ -451,14 +450,24 @@ fn run(a: Args) {
     // Connect, at most `connect_concurrency` handshakes in flight (like the kit).
     let t0 = Instant::now();
     let mut conns: Vec<Conn> = Vec::with_capacity(a.conns);
-    let mut index: HashMap<ClientId, usize> = HashMap::with_capacity(a.conns);
+    // `start_client` hands out consecutive ids: index by `id - first id`
+    // (checked against the stored id), no hashing per message.
+    let mut first_id: Option<u64> = None;
+    let slot_of = |conns: &[Conn], first: Option<u64>, id: ClientId| -> Option<usize> {
+        let i = usize::try_from(id.0.checked_sub(first?)?).ok()?;
+        (conns.get(i)?.id == id).then_some(i)
+    };
     let (mut connected, mut failed, mut in_flight, mut started) = (0usize, 0usize, 0usize, 0usize);
     let connect_deadline = t0 + Duration::from_secs(60);
     while connected + failed < a.conns && Instant::now() < connect_deadline {
         while started < a.conns && in_flight < a.connect_concurrency.max(1) {
             match sup.start_client(&a.url, cfg.clone()) {
                 Ok(id) => {
-                    index.insert(id, conns.len());
+                    let first = *first_id.get_or_insert(id.0);
+                    if id.0 != first + conns.len() as u64 {
+                        eprintln!("client ids are not consecutive");
+                        std::process::exit(1);
+                    }
                     conns.push(Conn {
                         id,
                         open: false,
@@ -480,7 +489,7 @@ fn run(a: Args) {
         while let Some(ev) = sup.poll_event() {
             match ev {
                 ClientEvent::Opened { id } => {
-                    if let Some(&i) = index.get(&id) {
+                    if let Some(i) = slot_of(&conns, first_id, id) {
                         if !conns[i].open {
                             conns[i].open = true;
                             connected += 1;
@@ -494,7 +503,7 @@ fn run(a: Args) {
                     eprintln!("connect error: {detail}");
                 }
                 ClientEvent::Failed { id, detail, .. } => {
-                    if let Some(&i) = index.get(&id) {
+                    if let Some(i) = slot_of(&conns, first_id, id) {
                         if !conns[i].open {
                             if failed == 0 {
                                 eprintln!("connect failed: {detail}");
@@ -570,14 +579,17 @@ fn run(a: Args) {
         while let Some(ev) = sup.poll_event() {
             match ev {
                 ClientEvent::Message { id, message } => {
-                    let Some(&i) = index.get(&id) else { continue };
+                    let Some(i) = slot_of(&conns, first_id, id) else {
+                        continue;
+                    };
                     let now = Instant::now();
                     match a.mode {
                         Mode::PingPong => {
                             let c = &mut conns[i];
                             rec.record(now, (now - c.sent_at).as_nanos() as u64);
                             if now < rec.measure_end {
-                                c.sent_at = Instant::now();
+                                // One clock read per message: the echo's arrival is the next send's start.
+                                c.sent_at = now;
                                 if sup.send_text(id, payload.as_str()).is_err() {
                                     rec.errors += 1;
                                 }
@@ -603,7 +615,7 @@ fn run(a: Args) {
                 ClientEvent::Reconnecting { .. } => x.reconnects += 1,
                 // A reconnect: pingpong needs a message in flight again.
                 ClientEvent::Opened { id } if a.mode == Mode::PingPong => {
-                    if let Some(&i) = index.get(&id) {
+                    if let Some(i) = slot_of(&conns, first_id, id) {
                         conns[i].sent_at = Instant::now();
                         let _ = sup.send_text(id, payload.as_str());
                     }

@@ -20,6 +20,7 @@ use crate::url::Target;
 use mio::{Events, Poll, Registry, Token, Waker};
 use slab::Slab;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -41,6 +42,33 @@ macro_rules! ctx {
         }
     };
 }
+
+/// Hasher for the `ClientId → slab key` map, looked up on every send.
+/// Ids are counters or the caller's static ids, not attacker input, so
+/// SipHash's flooding resistance buys nothing: one multiply (Fibonacci
+/// hashing, like FxHash), with the high half folded into the low bits so
+/// that ids sharing low bits (multiples of 1024, say) still spread over
+/// the buckets.
+#[derive(Clone, Copy, Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 32)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap = HashMap<ClientId, usize, BuildHasherDefault<IdHasher>>;
 
 /// Tokens a supervisor uses: its waker at the offset, then one per client.
 pub const TOKEN_SPAN: usize = 1 << 24;
@@ -70,7 +98,7 @@ pub struct ClientSupervisor {
     token_offset: usize,
     clock: Box<dyn Clock>,
     slots: Slab<Slot>,
-    ids: HashMap<ClientId, usize>,
+    ids: IdMap,
     next_id: Arc<AtomicU64>,
     core: Supervisor<64>,
     timers: Timers,
@@ -149,7 +177,7 @@ impl ClientSupervisor {
             token_offset,
             clock: Box::new(MonotonicClock::new()),
             slots: Slab::new(),
-            ids: HashMap::new(),
+            ids: IdMap::default(),
             next_id: Arc::new(AtomicU64::new(1)),
             core,
             timers: Timers::default(),

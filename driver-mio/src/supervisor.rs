@@ -97,6 +97,8 @@ pub struct ClientSupervisor {
     waker: Arc<Waker>,
     token_offset: usize,
     clock: Box<dyn Clock>,
+    /// The time of the latest clock read by the loop (see `send`).
+    last_now: Instant,
     slots: Slab<Slot>,
     ids: IdMap,
     next_id: Arc<AtomicU64>,
@@ -169,13 +171,15 @@ impl ClientSupervisor {
         };
         let core = Supervisor::new(config).map_err(|e| Error::InvalidConfig(e.to_string()))?;
         let (command_tx, commands) = mpsc::channel();
+        let clock: Box<dyn Clock> = Box::new(MonotonicClock::new());
         Ok(ClientSupervisor {
             poll: None,
             mio_events: Events::with_capacity(1024),
             registry,
             waker,
             token_offset,
-            clock: Box::new(MonotonicClock::new()),
+            last_now: clock.now(),
+            clock,
             slots: Slab::new(),
             ids: IdMap::default(),
             next_id: Arc::new(AtomicU64::new(1)),
@@ -193,7 +197,14 @@ impl ClientSupervisor {
 
     /// Replace the clock (tests: [`ManualClock`](crate::clock::ManualClock)).
     pub fn set_clock(&mut self, clock: Box<dyn Clock>) {
+        self.last_now = clock.now();
         self.clock = clock;
+    }
+
+    /// Read the clock (and remember the reading for `send`).
+    fn read_clock(&mut self) -> Instant {
+        self.last_now = self.clock.now();
+        self.last_now
     }
 
     /// The current time on the supervisor's clock.
@@ -287,6 +298,7 @@ impl ClientSupervisor {
         ));
         self.ids.insert(id, key);
         let now = self.clock.now();
+        self.last_now = now;
         slot.conn.connect(now);
         log::debug!("{id}: started, url {}", slot.target);
         self.drive(key, now);
@@ -300,7 +312,7 @@ impl ClientSupervisor {
     /// Stop a client: close handshake (1000), a normal exit, never restarted.
     pub fn stop_client(&mut self, id: ClientId) -> Result<(), Error> {
         let key = self.key_of(id)?;
-        let now = self.clock.now();
+        let now = self.read_clock();
         let slot = &mut self.slots[key];
         slot.stopping = true;
         slot.conn.close(now);
@@ -356,8 +368,15 @@ impl ClientSupervisor {
 
     fn send(&mut self, id: ClientId, msg: tungstenite::Message) -> Result<(), Error> {
         let key = self.key_of(id)?;
-        let now = self.clock.now();
         let slot = &mut self.slots[key];
+        // The core reads `now` in `handle_send` only for the rate limiter:
+        // without one, the loop's latest reading does (no clock read per send).
+        let now = if slot.config.connection.rate_limit.is_some() {
+            self.last_now = self.clock.now();
+            self.last_now
+        } else {
+            self.last_now
+        };
         let pending = slot
             .transport
             .as_ref()
@@ -381,6 +400,7 @@ impl ClientSupervisor {
             Err(SendFailure::NotOpen(_)) => Err(Error::Send(SendError::NotConnected)),
             Err(SendFailure::Failed) => {
                 // The socket is gone: collect its failure event now.
+                let now = self.read_clock();
                 let mut ctx = ctx!(self);
                 self.slots[key].on_ready(now, false, false, &mut ctx);
                 self.drive(key, now);
@@ -399,7 +419,7 @@ impl ClientSupervisor {
             .and_then(|v| v.id)
             .ok_or(Error::Request("the request has no integer \"id\""))?;
         let key = self.key_of(id)?;
-        let now = self.clock.now();
+        let now = self.read_clock();
         self.slots[key]
             .session_mut()
             .track_request(now, rid)
@@ -463,29 +483,38 @@ impl ClientSupervisor {
         if !self.owns_token(event.token()) {
             return false;
         }
+        let now = self.read_clock();
+        self.on_mio_event(event, now);
+        true
+    }
+
+    /// One readiness event of ours, at `now` (read once per loop turn).
+    fn on_mio_event(&mut self, event: &mio::event::Event, now: Instant) {
         let t = event.token().0;
         if t == self.token_offset {
-            return true; // the waker: commands and DNS answers are handled in process()
+            return; // the waker: commands and DNS answers are handled in process()
         }
         let key = t - self.token_offset - 1;
         if !self.slots.contains(key) {
-            return true; // a late event for a removed client
+            return; // a late event for a removed client
         }
         let readable = event.is_readable() || event.is_read_closed() || event.is_error();
         let writable = event.is_writable() || event.is_write_closed() || event.is_error();
         if let Some(t) = self.slots[key].transport.as_mut() {
             t.read_hint(event.is_read_closed() || event.is_error());
         }
-        let now = self.clock.now();
         let mut ctx = ctx!(self);
         self.slots[key].on_ready(now, readable, writable, &mut ctx);
         self.drive(key, now);
-        true
     }
 
     /// Timers, DNS answers and cross-thread commands (call once per loop turn).
     pub fn process(&mut self) {
-        let now = self.clock.now();
+        let now = self.read_clock();
+        self.process_at(now);
+    }
+
+    fn process_at(&mut self, now: Instant) {
         while let Ok(cmd) = self.commands.try_recv() {
             self.command(cmd);
         }
@@ -548,12 +577,16 @@ impl ClientSupervisor {
         let res = poll.poll(&mut self.mio_events, wait);
         let result = match res {
             Ok(()) => {
+                // One clock read for the whole turn.
+                let now = self.read_clock();
                 let events = std::mem::replace(&mut self.mio_events, Events::with_capacity(0));
                 for ev in events.iter() {
-                    self.handle_mio_event(ev);
+                    if self.owns_token(ev.token()) {
+                        self.on_mio_event(ev, now);
+                    }
                 }
                 self.mio_events = events;
-                self.process();
+                self.process_at(now);
                 Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(()),

@@ -511,10 +511,20 @@ impl ClientSupervisor {
     /// Timers, DNS answers and cross-thread commands (call once per loop turn).
     pub fn process(&mut self) {
         let now = self.read_clock();
-        self.process_at(now);
+        self.process_at(now, true);
     }
 
-    fn process_at(&mut self, now: Instant) {
+    /// Timers at `now`; the command and DNS queues too if `queues` (their
+    /// senders wake the waker, so `run_once` drains them only after its
+    /// waker fired).
+    fn process_at(&mut self, now: Instant, queues: bool) {
+        if queues {
+            self.drain_queues(now);
+        }
+        self.run_timers(now);
+    }
+
+    fn drain_queues(&mut self, now: Instant) {
         while let Ok(cmd) = self.commands.try_recv() {
             self.command(cmd);
         }
@@ -531,6 +541,9 @@ impl ClientSupervisor {
                 self.drive(k, now);
             }
         }
+    }
+
+    fn run_timers(&mut self, now: Instant) {
         while let Some((at, key)) = self.timers.pop_due(now) {
             let Some(slot) = self.slots.get_mut(key) else {
                 continue;
@@ -580,13 +593,16 @@ impl ClientSupervisor {
                 // One clock read for the whole turn.
                 let now = self.read_clock();
                 let events = std::mem::replace(&mut self.mio_events, Events::with_capacity(0));
+                let mut woken = false;
                 for ev in events.iter() {
-                    if self.owns_token(ev.token()) {
+                    if ev.token().0 == self.token_offset {
+                        woken = true;
+                    } else if self.owns_token(ev.token()) {
                         self.on_mio_event(ev, now);
                     }
                 }
                 self.mio_events = events;
-                self.process_at(now);
+                self.process_at(now, woken);
                 Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(()),

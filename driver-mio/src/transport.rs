@@ -1,5 +1,5 @@
 //! One connection's byte path, all non-blocking:
-//! mio TCP → optional rustls client → tungstenite client handshake →
+//! mio TCP → optional rustls client → our HTTP upgrade (`handshake.rs`) →
 //! tungstenite [`WebSocket`].
 //!
 //! # How a driver uses it
@@ -26,6 +26,7 @@
 //! Timeouts (connect, handshake, close) are the caller's: on expiry call
 //! [`Transport::abort`].
 
+mod handshake;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -37,18 +38,15 @@ use std::sync::Arc;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use tungstenite::client::IntoClientRequest;
 use tungstenite::error::ProtocolError;
-use tungstenite::handshake::client::{ClientHandshake, Request};
-use tungstenite::handshake::MidHandshake;
-use tungstenite::http::{HeaderName, HeaderValue};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tungstenite::{Bytes, HandshakeError, Message, Utf8Bytes, WebSocket};
+use tungstenite::{Bytes, Message, Utf8Bytes, WebSocket};
 use zenws_core::Error;
 
 use crate::tls::{self, TlsRoots};
 use crate::url::Target;
+use handshake::{build_request, Handshake};
 use stream::{classify_io, classify_tls, Stream};
 
 /// Limits, buffers and request details for one connection.
@@ -58,10 +56,21 @@ pub struct TransportConfig {
     pub max_message_size: usize,
     /// Largest incoming frame payload. Default 16 MiB.
     pub max_frame_size: usize,
-    /// tungstenite's read buffer, allocated (and zero-filled) per connection
-    /// up front. Default 4 KiB: 10,000 idle connections cost 40 MiB, not the
-    /// 1.25 GiB of tungstenite's 128 KiB default. Larger messages grow it on
-    /// demand. Minimum 256.
+    /// tungstenite's read buffer: allocated per connection once the upgrade
+    /// is done, and the most one `read` syscall asks for (tungstenite
+    /// zero-fills that much before every read). Larger frames grow the
+    /// buffer on demand but are still read at most this many bytes per
+    /// syscall. Minimum 256.
+    ///
+    /// Default 1 KiB, for many connections carrying small messages: ≈3.6 KB
+    /// idle RSS per ws:// connection (6.6 KB at 4 KiB) and ~40 % fewer
+    /// user-space instructions per 64 B echo than 4 KiB (less zero-filling).
+    /// The cost is syscalls for big messages: a 1 MiB message takes ~1,030
+    /// `recv` calls instead of ~260, ≈ +28 % client CPU per 1 MiB message
+    /// on ws:// (+13 % at 2 KiB). For streams of large messages raise it
+    /// (4-64 KiB). wss:// reads are less affected: rustls pulls whole TLS
+    /// records off the socket whatever this says. Measurements:
+    /// `driver-mio/PERF.md`.
     pub read_buffer_size: usize,
     /// Capacity of the outgoing buffer kept after it drains; anything larger
     /// (after a burst or a big message) is released. Default 16 KiB.
@@ -89,7 +98,7 @@ impl Default for TransportConfig {
         TransportConfig {
             max_message_size: 16 << 20,
             max_frame_size: 16 << 20,
-            read_buffer_size: 4 << 10,
+            read_buffer_size: 1 << 10,
             write_buffer_size: 16 << 10,
             max_write_buffer_size: 1 << 20,
             headers: Vec::new(),
@@ -187,20 +196,12 @@ impl fmt::Display for SendFailure {
 
 impl std::error::Error for SendFailure {}
 
-type Handshake = MidHandshake<ClientHandshake<Stream>>;
-
-struct Connecting {
-    stream: Stream,
-    request: Request,
-    config: WebSocketConfig,
-}
-
 // `Open` is the steady state and stays inline (no extra indirection per
 // event); the rarely used, larger-or-short-lived states are boxed.
 #[allow(clippy::large_enum_variant)]
 enum State {
     /// TCP connect in flight (boxed: rarely used, holds the request).
-    Connecting(Box<Connecting>),
+    Connecting(Box<Handshake>),
     /// TLS and HTTP upgrade in flight.
     Handshaking(Box<Handshake>),
     Open(WebSocket<Stream>),
@@ -243,36 +244,6 @@ impl fmt::Debug for Transport {
             .field("pending_write_bytes", &self.pending_write_bytes())
             .finish_non_exhaustive()
     }
-}
-
-fn build_request(target: &Target, headers: &[(String, String)]) -> Result<Request, String> {
-    let mut req = target
-        .to_string()
-        .into_client_request()
-        .map_err(|e| format!("cannot build the upgrade request: {e}"))?;
-    for (name, value) in headers {
-        let key = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| format!("invalid header name {name:?}"))?;
-        const RESERVED: [&str; 4] = [
-            "connection",
-            "upgrade",
-            "sec-websocket-key",
-            "sec-websocket-version",
-        ];
-        if RESERVED.contains(&key.as_str()) {
-            return Err(format!("header {name:?} is set by the WebSocket handshake"));
-        }
-        // Never echo the value: it may be a credential.
-        let mut val = HeaderValue::from_str(value)
-            .map_err(|_| format!("invalid value for header {name:?}"))?;
-        val.set_sensitive(true);
-        if key == tungstenite::http::header::HOST {
-            req.headers_mut().insert(key, val);
-        } else {
-            req.headers_mut().append(key, val);
-        }
-    }
-    Ok(req)
 }
 
 /// tungstenite error → (core error, close code worth sending to the peer).
@@ -370,11 +341,11 @@ impl Transport {
             .max_frame_size(Some(cfg.max_frame_size));
         log::debug!("{token:?}: connecting to {target} at {addr}");
         Ok(Transport {
-            state: State::Connecting(Box::new(Connecting {
-                stream: Stream::new(tcp, tls, cfg.write_buffer_size),
+            state: State::Connecting(Box::new(Handshake::new(
+                Stream::new(tcp, tls, cfg.write_buffer_size),
                 request,
                 config,
-            })),
+            ))),
             token,
             interest: Some(interest),
             deferred: None,
@@ -413,11 +384,7 @@ impl Transport {
         match &self.state {
             State::Done => {}
             State::Connecting(_) => self.on_connecting(registry, out),
-            State::Handshaking(_) => {
-                if let State::Handshaking(mid) = mem::replace(&mut self.state, State::Done) {
-                    self.advance_handshake(registry, *mid, out);
-                }
-            }
+            State::Handshaking(_) => self.advance_handshake(registry, out),
             State::Open(_) => self.on_open(registry, readable, writable, out),
         }
         self.update_interest(registry);
@@ -552,8 +519,7 @@ impl Transport {
 
     fn stream(&self) -> Option<&Stream> {
         match &self.state {
-            State::Connecting(c) => Some(&c.stream),
-            State::Handshaking(m) => Some(m.get_ref().get_ref()),
+            State::Connecting(h) | State::Handshaking(h) => Some(h.stream()),
             State::Open(ws) => Some(ws.get_ref()),
             State::Done => None,
         }
@@ -561,8 +527,7 @@ impl Transport {
 
     fn stream_mut(&mut self) -> Option<&mut Stream> {
         match &mut self.state {
-            State::Connecting(c) => Some(&mut c.stream),
-            State::Handshaking(m) => Some(m.get_mut().get_mut()),
+            State::Connecting(h) | State::Handshaking(h) => Some(h.stream_mut()),
             State::Open(ws) => Some(ws.get_mut()),
             State::Done => None,
         }
@@ -572,7 +537,7 @@ impl Transport {
         let State::Connecting(c) = &self.state else {
             return;
         };
-        let tcp = c.stream.tcp();
+        let tcp = c.stream().tcp();
         match tcp.take_error() {
             Ok(None) => {}
             Ok(Some(e)) | Err(e) => {
@@ -589,61 +554,33 @@ impl Transport {
             log::warn!("{:?}: TCP_NODELAY: {e}", self.token);
         }
         log::debug!("{:?}: TCP connected", self.token);
-        let State::Connecting(c) = mem::replace(&mut self.state, State::Done) else {
-            return;
-        };
-        let Connecting {
-            stream,
-            request,
-            config,
-        } = *c;
-        match ClientHandshake::start(stream, request, Some(config)) {
-            Ok(mid) => self.advance_handshake(registry, mid, out),
-            Err(e) => {
-                // The stream was consumed (and closed): nothing left to deregister.
-                self.interest = None;
-                let (error, _) = classify_ws(&e);
-                self.deferred = Some(Box::new(TransportEvent::Failed {
-                    error,
-                    detail: format!("upgrade request: {e}"),
-                }));
-            }
+        if let State::Connecting(h) = mem::replace(&mut self.state, State::Done) {
+            self.state = State::Handshaking(h);
+            self.advance_handshake(registry, out);
         }
     }
 
-    /// Drive TLS + upgrade; `self.state` is `Done` on entry.
-    fn advance_handshake(
-        &mut self,
-        registry: &Registry,
-        mid: Handshake,
-        out: &mut Vec<TransportEvent>,
-    ) {
-        match mid.handshake() {
-            Ok((ws, response)) => {
-                log::debug!(
-                    "{:?}: upgraded (HTTP {})",
-                    self.token,
-                    response.status().as_u16()
-                );
-                self.state = State::Open(ws);
+    /// Drive TLS + upgrade (state `Handshaking`).
+    fn advance_handshake(&mut self, registry: &Registry, out: &mut Vec<TransportEvent>) {
+        let State::Handshaking(h) = &mut self.state else {
+            return;
+        };
+        match h.advance() {
+            Ok(None) => {}
+            Ok(Some(up)) => {
+                let State::Handshaking(h) = mem::replace(&mut self.state, State::Done) else {
+                    return;
+                };
+                log::debug!("{:?}: upgraded (HTTP {})", self.token, up.status);
+                self.state = State::Open(h.into_websocket(&up));
                 out.push(TransportEvent::Open);
                 // Bytes that followed the 101 may already sit in our buffers
                 // or the socket, and no new edge will announce them: read now.
                 self.on_open(registry, true, true, out);
             }
-            Err(HandshakeError::Interrupted(mid)) => {
-                self.state = State::Handshaking(Box::new(mid));
-            }
-            Err(HandshakeError::Failure(e)) => {
-                // tungstenite dropped the stream (closing the socket): the fd
-                // is gone from the poller with it.
-                self.interest = None;
-                let (error, _) = classify_ws(&e);
-                log::debug!("{:?}: handshake failed: {e}", self.token);
-                self.deferred = Some(Box::new(TransportEvent::Failed {
-                    error,
-                    detail: format!("handshake: {e}"),
-                }));
+            Err((error, detail)) => {
+                log::debug!("{:?}: {detail}", self.token);
+                self.fail(registry, error, detail);
             }
         }
     }

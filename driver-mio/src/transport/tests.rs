@@ -325,6 +325,198 @@ fn eof_during_upgrade_is_reset() {
     assert_eq!(failure(&evs), Error::ConnectionReset);
 }
 
+/// One-connection server that reads the upgrade request and answers with
+/// `respond(request head, the Sec-WebSocket-Accept for its key)`, then holds
+/// the socket until the client closes it (or the deadline). The request head
+/// is sent on the returned channel.
+fn raw_upgrade_server<F>(respond: F) -> (SocketAddr, mpsc::Receiver<String>)
+where
+    F: FnOnce(&str, &str) -> Vec<u8> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel();
+    let addr = server(move |mut s| {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let head = String::from_utf8_lossy(&buf).into_owned();
+        let key = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        // One write: the response and anything after it share a segment.
+        s.write_all(&respond(&head, &accept)).ok();
+        tx.send(head).ok();
+        while matches!(s.read(&mut chunk), Ok(n) if n > 0) {}
+    });
+    (addr, rx)
+}
+
+fn raw_upgrade_result<F>(respond: F) -> Vec<TransportEvent>
+where
+    F: FnOnce(&str, &str) -> Vec<u8> + Send + 'static,
+{
+    let (addr, _) = raw_upgrade_server(respond);
+    let mut h = Harness::new();
+    let mut t = h.connect(
+        &url("ws", "127.0.0.1", addr, "/"),
+        addr,
+        &TransportConfig::default(),
+    );
+    h.drive_until_final(&mut t)
+}
+
+#[test]
+fn bad_accept_key_is_protocol_error() {
+    let evs = raw_upgrade_result(|_, _| {
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Accept: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            .to_vec()
+    });
+    assert_eq!(failure(&evs), Error::Protocol);
+    assert!(!has(&evs, &TransportEvent::Open));
+    let TransportEvent::Failed { detail, .. } = evs.last().unwrap() else {
+        unreachable!()
+    };
+    assert!(!detail.contains("dGhl"), "header value leaked: {detail}");
+}
+
+#[test]
+fn missing_upgrade_header_is_protocol_error() {
+    let evs = raw_upgrade_result(|_, accept| {
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\n\r\n"
+        )
+        .into_bytes()
+    });
+    assert_eq!(failure(&evs), Error::Protocol);
+    assert!(!has(&evs, &TransportEvent::Open));
+}
+
+#[test]
+fn missing_connection_upgrade_is_protocol_error() {
+    let evs = raw_upgrade_result(|_, accept| {
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: keep-alive\r\n\
+             Sec-WebSocket-Accept: {accept}\r\n\r\n"
+        )
+        .into_bytes()
+    });
+    assert_eq!(failure(&evs), Error::Protocol);
+}
+
+#[test]
+fn oversized_response_headers_are_protocol_error() {
+    let evs = raw_upgrade_result(|_, accept| {
+        let mut r = String::from("HTTP/1.1 101 Switching Protocols\r\n");
+        // 40 lines of 500 bytes: 20 KB, over the 16 KiB limit, with few enough
+        // lines that only the size limit can trip.
+        for i in 0..40 {
+            r.push_str(&format!("X-Filler-{i}: {}\r\n", "a".repeat(500)));
+        }
+        r.push_str(&format!(
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        ));
+        r.into_bytes()
+    });
+    assert_eq!(failure(&evs), Error::Protocol);
+    let TransportEvent::Failed { detail, .. } = evs.last().unwrap() else {
+        unreachable!()
+    };
+    assert!(detail.contains("too large"), "{detail}");
+}
+
+#[test]
+fn frame_in_the_same_segment_as_the_101_is_delivered() {
+    let (addr, head) = raw_upgrade_server(|_, accept| {
+        // Mixed-case, list-valued Connection, whitespace around values.
+        let mut r = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade:  WebSocket \r\n\
+             CONNECTION: keep-alive, Upgrade\r\nsec-websocket-accept: {accept}\r\n\r\n"
+        )
+        .into_bytes();
+        // Unmasked text "first", then binary [1, 2, 3].
+        r.extend_from_slice(&[0x81, 0x05]);
+        r.extend_from_slice(b"first");
+        r.extend_from_slice(&[0x82, 0x03, 1, 2, 3]);
+        r
+    });
+    let mut h = Harness::new();
+    let cfg = TransportConfig {
+        headers: vec![
+            ("X-Api-Key".into(), "k1".into()),
+            ("Host".into(), "example.test".into()),
+        ],
+        ..TransportConfig::default()
+    };
+    let mut t = h.connect(&url("ws", "127.0.0.1", addr, "/p?q=1"), addr, &cfg);
+    let evs = h.drive(&mut t, |e| e.len() >= 3);
+    assert_eq!(
+        evs,
+        vec![
+            TransportEvent::Open,
+            TransportEvent::Text("first".into()),
+            TransportEvent::Binary(Bytes::from_static(&[1, 2, 3])),
+        ]
+    );
+    let head = head.recv_timeout(DEADLINE).unwrap();
+    let lines: Vec<&str> = head.split("\r\n").collect();
+    assert_eq!(lines[0], "GET /p?q=1 HTTP/1.1");
+    assert!(lines.contains(&"Host: example.test"), "{head}");
+    assert_eq!(lines.iter().filter(|l| l.starts_with("Host:")).count(), 1);
+    assert!(lines.contains(&"Upgrade: websocket"), "{head}");
+    assert!(lines.contains(&"Connection: Upgrade"), "{head}");
+    assert!(lines.contains(&"Sec-WebSocket-Version: 13"), "{head}");
+    assert!(lines.contains(&"X-Api-Key: k1"), "{head}");
+    assert!(head.ends_with("\r\n\r\n"));
+    t.abort(h.registry());
+}
+
+#[test]
+fn subprotocol_is_checked() {
+    fn run(asked: Option<&'static str>, chosen: Option<&'static str>) -> Vec<TransportEvent> {
+        let (addr, _) = raw_upgrade_server(move |_, accept| {
+            let p = chosen.map_or(String::new(), |p| {
+                format!("Sec-WebSocket-Protocol: {p}\r\n")
+            });
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {accept}\r\n{p}\r\n"
+            )
+            .into_bytes()
+        });
+        let mut h = Harness::new();
+        let cfg = TransportConfig {
+            headers: asked
+                .map(|a| ("Sec-WebSocket-Protocol".to_string(), a.to_string()))
+                .into_iter()
+                .collect(),
+            ..TransportConfig::default()
+        };
+        let mut t = h.connect(&url("ws", "127.0.0.1", addr, "/"), addr, &cfg);
+        let evs = h.drive(&mut t, |e| {
+            e.iter().any(|e| is_final(e) || *e == TransportEvent::Open)
+        });
+        t.abort(h.registry());
+        evs
+    }
+    assert_eq!(
+        run(Some("a, chat"), Some("chat")),
+        vec![TransportEvent::Open]
+    );
+    assert_eq!(failure(&run(Some("chat"), None)), Error::Protocol);
+    assert_eq!(failure(&run(None, Some("chat"))), Error::Protocol);
+    assert_eq!(failure(&run(Some("a"), Some("b"))), Error::Protocol);
+}
+
 #[test]
 fn peer_close_code_is_reported() {
     let addr = server(|s| {

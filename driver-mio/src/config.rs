@@ -14,7 +14,7 @@ use zenws_core::ConnectionConfig;
 /// (×2, capped at 30 s, ±20 % jitter, ladder reset after 10 s healthy),
 /// ping heartbeat every 15 s with a 10 s pong timeout and a threshold of 2,
 /// no idle timeout, 16 MiB max message, 4 MiB max pending writes, no rate
-/// limit, restart type transient, 4 KiB read buffer.
+/// limit, restart type transient, 1 KiB read buffer.
 ///
 /// Header values are secrets (tokens, API keys): `Debug` prints only names.
 #[derive(Clone)]

@@ -230,10 +230,12 @@ impl ClientSupervisor {
     fn tls_for(&mut self, roots: &TlsRoots) -> Result<Arc<rustls::ClientConfig>, Error> {
         match roots {
             TlsRoots::WebPki => {
-                if self.webpki.is_none() {
-                    self.webpki = Some(client_config(roots).map_err(Error::TlsSetup)?);
+                if let Some(c) = &self.webpki {
+                    return Ok(c.clone());
                 }
-                Ok(self.webpki.clone().expect("just set"))
+                let c = client_config(roots).map_err(Error::TlsSetup)?;
+                self.webpki = Some(c.clone());
+                Ok(c)
             }
             TlsRoots::CaFile(p) => {
                 if let Some(c) = self.ca_files.get(p) {
@@ -578,11 +580,15 @@ impl ClientSupervisor {
     /// One loop turn with the supervisor's own `Poll`: wait for readiness
     /// (at most `max_wait`, and never past the next core deadline), then
     /// handle it all. Events are then ready in [`ClientSupervisor::poll_event`].
+    /// An [embedded](ClientSupervisor::embedded) supervisor has no `Poll` of
+    /// its own: this returns [`Error::InvalidConfig`].
     pub fn run_once(&mut self, max_wait: Option<Duration>) -> Result<(), Error> {
-        let mut poll = self
-            .poll
-            .take()
-            .expect("run_once needs the supervisor's own Poll (not embedded)");
+        let Some(mut poll) = self.poll.take() else {
+            return Err(Error::InvalidConfig(
+                "run_once on an embedded supervisor: drive it with handle_mio_event and process"
+                    .into(),
+            ));
+        };
         let wait = match (self.poll_timeout(), max_wait) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -33,10 +33,8 @@ pub struct ClientConfig {
     pub tls: TlsRoots,
     /// Restart type under a supervisor.
     pub restart: RestartType,
-    /// Per-connection read buffer and the most one read syscall takes
-    /// (zero-filled before each read). Default 1 KiB: ≈3.6 KB idle RSS per
-    /// ws:// connection; raise it for large messages (a 1 MiB message needs
-    /// ~1,030 reads instead of ~260 at 4 KiB, ≈ +28 % CPU). See
+    /// Unused (kept for compatibility): reads go through one 64 KiB buffer
+    /// shared by the thread's connections; see
     /// [`crate::transport::TransportConfig::read_buffer_size`].
     pub read_buffer_size: usize,
 }

@@ -4,8 +4,8 @@
 //! everything (when to connect, retry, ping, give up, restart); this crate
 //! does the I/O for thousands of connections on one thread: one
 //! `mio::Poll`, a `slab` of clients keyed by `Token`, non-blocking TCP →
-//! rustls (for `wss://`) → tungstenite, one timer heap fed by the cores'
-//! deadlines.
+//! rustls (for `wss://`) → our own RFC 6455 codec, one timer heap fed by
+//! the cores' deadlines.
 //!
 //! - [`Client`]: one connection, blocking calls, reconnects and heartbeats
 //!   but no supervisor restarts.

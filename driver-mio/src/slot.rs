@@ -209,7 +209,7 @@ impl Slot {
                 TransportEvent::Text(t) => self.deliver(now, epoch, Message::Text(t), ctx),
                 TransportEvent::Binary(b) => self.deliver(now, epoch, Message::Binary(b), ctx),
                 TransportEvent::Ping(p) => {
-                    // tungstenite queues the pong itself; the core only notes it.
+                    // The transport queues the pong itself; the core only notes it.
                     self.conn.handle_ping(now, epoch, &p);
                 }
                 TransportEvent::Pong(p) => self.conn.handle_pong(now, epoch, &p),

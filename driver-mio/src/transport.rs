@@ -1,6 +1,7 @@
 //! One connection's byte path, all non-blocking:
 //! mio TCP → optional rustls client → our HTTP upgrade (`handshake.rs`) →
-//! tungstenite [`WebSocket`].
+//! our RFC 6455 frame codec (`codec.rs`, driven by `conn.rs`; tungstenite
+//! only lends its `Message`/`Bytes`/`Utf8Bytes` types and handshake helpers).
 //!
 //! # How a driver uses it
 //!
@@ -26,6 +27,8 @@
 //! Timeouts (connect, handshake, close) are the caller's: on expiry call
 //! [`Transport::abort`].
 
+mod codec;
+mod conn;
 mod handshake;
 mod stream;
 #[cfg(test)]
@@ -38,14 +41,13 @@ use std::sync::Arc;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use tungstenite::error::ProtocolError;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tungstenite::{Bytes, Message, Utf8Bytes, WebSocket};
+use tungstenite::{Bytes, Message, Utf8Bytes};
 use zenws_core::Error;
 
 use crate::tls::{self, TlsRoots};
 use crate::url::Target;
+use conn::{with_read_buf, Conn, Ingested, WsError, WsState};
 use handshake::{build_request, Handshake};
 use stream::{classify_io, classify_tls, Stream};
 
@@ -56,21 +58,12 @@ pub struct TransportConfig {
     pub max_message_size: usize,
     /// Largest incoming frame payload. Default 16 MiB.
     pub max_frame_size: usize,
-    /// tungstenite's read buffer: allocated per connection once the upgrade
-    /// is done, and the most one `read` syscall asks for (tungstenite
-    /// zero-fills that much before every read). Larger frames grow the
-    /// buffer on demand but are still read at most this many bytes per
-    /// syscall. Minimum 256.
-    ///
-    /// Default 1 KiB, for many connections carrying small messages: ≈3.6 KB
-    /// idle RSS per ws:// connection (6.6 KB at 4 KiB) and ~40 % fewer
-    /// user-space instructions per 64 B echo than 4 KiB (less zero-filling).
-    /// The cost is syscalls for big messages: a 1 MiB message takes ~1,030
-    /// `recv` calls instead of ~260, ≈ +28 % client CPU per 1 MiB message
-    /// on ws:// (+13 % at 2 KiB). For streams of large messages raise it
-    /// (4-64 KiB). wss:// reads are less affected: rustls pulls whole TLS
-    /// records off the socket whatever this says. Measurements:
-    /// `driver-mio/PERF.md`.
+    /// Unused since the transport has its own frame codec (kept so that
+    /// existing configurations still build): reads go into one 64 KiB
+    /// buffer shared by every connection of the thread, never zero-filled
+    /// again, and only a frame left unfinished by a read is kept per
+    /// connection (freed when it completes). An idle connection holds no
+    /// read buffer. Measurements: `driver-mio/PERF.md`.
     pub read_buffer_size: usize,
     /// Capacity of the outgoing buffer kept after it drains; anything larger
     /// (after a burst or a big message) is released. Default 16 KiB.
@@ -80,7 +73,8 @@ pub struct TransportConfig {
     /// and reading pauses (so a peer that floods us with pings but does not
     /// read cannot grow our buffer). A send is accepted while the backlog is
     /// below the threshold, so the backlog is bounded by this plus one
-    /// message. Default 1 MiB.
+    /// message (plus the pongs for the pings of one read, at most ≈ 3× the
+    /// 64 KiB read buffer: reading pauses between reads). Default 1 MiB.
     pub max_write_buffer_size: usize,
     /// Extra headers on the upgrade request (e.g. `Authorization`). Values
     /// are treated as secrets: never logged, never in `Debug`. A `Host`
@@ -204,7 +198,7 @@ enum State {
     Connecting(Box<Handshake>),
     /// TLS and HTTP upgrade in flight.
     Handshaking(Box<Handshake>),
-    Open(WebSocket<Stream>),
+    Open(Conn),
     Done,
 }
 
@@ -226,8 +220,10 @@ pub struct Transport {
     /// Those messages reach the application first, so it can still answer
     /// them (as with a blocking client); the error is acted on at the next
     /// `handle_event`, which WRITABLE interest makes come at once.
-    held_error: Option<Box<tungstenite::Error>>,
+    held_error: Option<Box<WsError>>,
     max_pending: usize,
+    max_frame: usize,
+    max_message: usize,
 }
 
 impl fmt::Debug for Transport {
@@ -246,23 +242,9 @@ impl fmt::Debug for Transport {
     }
 }
 
-/// tungstenite error → (core error, close code worth sending to the peer).
-fn classify_ws(e: &tungstenite::Error) -> (Error, Option<u16>) {
-    use tungstenite::Error as W;
-    match e {
-        W::Io(io) => (classify_io(io), None),
-        W::Tls(_) => (Error::Tls, None),
-        W::Capacity(_) => (Error::MessageTooLarge, Some(1009)),
-        W::Protocol(ProtocolError::ResetWithoutClosingHandshake)
-        | W::Protocol(ProtocolError::HandshakeIncomplete) => (Error::ConnectionReset, None),
-        W::Protocol(_) => (Error::Protocol, Some(1002)),
-        W::Utf8(_) => (Error::Protocol, Some(1007)),
-        W::AttackAttempt | W::HttpFormat(_) => (Error::Protocol, None),
-        W::Url(_) => (Error::InvalidUrl, None),
-        W::Http(resp) => (Error::from_upgrade_status(resp.status().as_u16()), None),
-        W::WriteBufferFull(_) => (Error::Io, None),
-        W::ConnectionClosed | W::AlreadyClosed => (Error::ConnectionReset, None),
-    }
+/// Connection error → (core error, close code worth sending to the peer).
+fn classify_ws(e: &WsError) -> (Error, Option<u16>) {
+    e.classify()
 }
 
 /// A close code we may put on the wire (1005/1006/1015 and unassigned
@@ -287,10 +269,6 @@ fn truncate_reason(reason: &str) -> &str {
         end -= 1;
     }
     &reason[..end]
-}
-
-fn would_block(e: &tungstenite::Error) -> bool {
-    matches!(e, tungstenite::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 impl Transport {
@@ -330,21 +308,11 @@ impl Transport {
         registry
             .register(&mut tcp, token, interest)
             .map_err(|e| (Error::Io, format!("register socket: {e}")))?;
-        let config = WebSocketConfig::default()
-            .read_buffer_size(cfg.read_buffer_size.max(256))
-            // Every frame goes straight into our stream, which buffers what the
-            // socket does not take: tungstenite's own buffer stays empty and
-            // `pending_write_bytes` is exact.
-            .write_buffer_size(0)
-            .max_write_buffer_size(usize::MAX)
-            .max_message_size(Some(cfg.max_message_size))
-            .max_frame_size(Some(cfg.max_frame_size));
         log::debug!("{token:?}: connecting to {target} at {addr}");
         Ok(Transport {
             state: State::Connecting(Box::new(Handshake::new(
                 Stream::new(tcp, tls, cfg.write_buffer_size),
                 request,
-                config,
             ))),
             token,
             interest: Some(interest),
@@ -354,6 +322,8 @@ impl Transport {
             read_paused: false,
             held_error: None,
             max_pending: cfg.max_write_buffer_size.max(1),
+            max_frame: cfg.max_frame_size,
+            max_message: cfg.max_message_size,
         })
     }
 
@@ -393,9 +363,9 @@ impl Transport {
         }
     }
 
-    /// Queue `msg` and try to write it now. `Ok` means tungstenite and our
-    /// buffer own it (a socket that would block is not an error: WRITABLE
-    /// interest is added). `Message::Close` is [`Transport::close`].
+    /// Queue `msg` and try to write it now. `Ok` means our buffer owns it (a
+    /// socket that would block is not an error: WRITABLE interest is
+    /// added). `Message::Close` is [`Transport::close`].
     pub fn send(&mut self, registry: &Registry, msg: Message) -> Result<(), SendFailure> {
         if let Message::Close(frame) = msg {
             let (code, reason) = match &frame {
@@ -406,29 +376,33 @@ impl Transport {
             self.close(registry, code, &reason);
             return Ok(());
         }
-        let State::Open(ws) = &mut self.state else {
+        let State::Open(c) = &mut self.state else {
             return Err(SendFailure::NotOpen(msg));
         };
-        if !ws.can_write() || self.local_close || self.peer_close.is_some() {
+        if c.ws != WsState::Active || self.local_close || self.peer_close.is_some() {
             return Err(SendFailure::NotOpen(msg));
         }
-        if ws.get_ref().pending() >= self.max_pending {
+        if c.stream.pending() >= self.max_pending {
             // The writable event may simply not have been handled yet.
-            let _ = ws.flush();
-            if ws.get_ref().pending() >= self.max_pending {
+            let _ = c.flush();
+            if c.stream.pending() >= self.max_pending {
                 return Err(SendFailure::Backpressure(msg));
             }
         }
-        match ws.write(msg).and_then(|()| ws.flush()) {
-            Ok(()) => {}
-            Err(e) if would_block(&e) => {}
-            Err(tungstenite::Error::WriteBufferFull(m)) => {
-                return Err(SendFailure::Backpressure(*m));
+        let written = match &msg {
+            Message::Text(t) => c.send_frame(codec::OP_TEXT, true, t.as_bytes()),
+            Message::Binary(b) => c.send_frame(codec::OP_BINARY, true, b),
+            Message::Ping(p) => c.send_frame(codec::OP_PING, true, p),
+            Message::Pong(p) => c.send_frame(codec::OP_PONG, true, p),
+            Message::Frame(f) => {
+                let h = f.header();
+                c.send_frame(u8::from(h.opcode), h.is_final, f.payload())
             }
-            Err(e) => {
-                self.on_ws_error(registry, e);
-                return Err(SendFailure::Failed);
-            }
+            Message::Close(_) => Ok(()),
+        };
+        if let Err(e) = written.and_then(|()| c.flush()) {
+            self.on_ws_error(registry, WsError::Io(e));
+            return Err(SendFailure::Failed);
         }
         self.update_interest(registry);
         if self.is_finished() {
@@ -455,22 +429,19 @@ impl Transport {
                     },
                 );
             }
-            State::Open(ws) => {
-                if self.local_close || self.peer_close.is_some() || !ws.can_write() {
+            State::Open(c) => {
+                if self.local_close || self.peer_close.is_some() || c.ws != WsState::Active {
                     return;
                 }
                 self.local_close = true;
-                let frame = CloseFrame {
-                    code: sendable_close_code(code),
-                    reason: Utf8Bytes::from(truncate_reason(reason)),
-                };
-                match ws.close(Some(frame)) {
-                    Ok(()) => {}
-                    Err(e) if would_block(&e) => {}
-                    Err(e) => {
-                        self.on_ws_error(registry, e);
-                        return;
-                    }
+                c.ws = WsState::ClosedByUs;
+                let code = u16::from(sendable_close_code(code));
+                let sent = c
+                    .send_close(Some(code), truncate_reason(reason))
+                    .and_then(|()| c.flush());
+                if let Err(e) = sent {
+                    self.on_ws_error(registry, WsError::Io(e));
+                    return;
                 }
                 self.update_interest(registry);
             }
@@ -482,16 +453,13 @@ impl Transport {
     /// write attempt, deregister, shut the socket. No event follows.
     /// Idempotent.
     pub fn abort(&mut self, registry: &Registry) {
-        if let State::Open(ws) = &mut self.state {
-            if ws.can_write() && !self.local_close {
+        if let State::Open(c) = &mut self.state {
+            if c.ws == WsState::Active && !self.local_close {
                 self.local_close = true;
-                let _ = ws.close(Some(CloseFrame {
-                    code: CloseCode::Away,
-                    reason: Utf8Bytes::from_static(""),
-                }));
-            } else {
-                let _ = ws.flush();
+                c.ws = WsState::ClosedByUs;
+                let _ = c.send_close(Some(u16::from(CloseCode::Away)), "");
             }
+            let _ = c.flush();
         }
         self.teardown(registry);
         self.deferred = None;
@@ -500,7 +468,9 @@ impl Transport {
     /// `true` while messages can be sent: upgraded, not closing, not failed.
     pub fn is_open(&self) -> bool {
         match &self.state {
-            State::Open(ws) => ws.can_write() && !self.local_close && self.peer_close.is_none(),
+            State::Open(c) => {
+                c.ws == WsState::Active && !self.local_close && self.peer_close.is_none()
+            }
             _ => false,
         }
     }
@@ -520,7 +490,7 @@ impl Transport {
     fn stream(&self) -> Option<&Stream> {
         match &self.state {
             State::Connecting(h) | State::Handshaking(h) => Some(h.stream()),
-            State::Open(ws) => Some(ws.get_ref()),
+            State::Open(c) => Some(&c.stream),
             State::Done => None,
         }
     }
@@ -528,7 +498,7 @@ impl Transport {
     fn stream_mut(&mut self) -> Option<&mut Stream> {
         match &mut self.state {
             State::Connecting(h) | State::Handshaking(h) => Some(h.stream_mut()),
-            State::Open(ws) => Some(ws.get_mut()),
+            State::Open(c) => Some(&mut c.stream),
             State::Done => None,
         }
     }
@@ -572,11 +542,18 @@ impl Transport {
                     return;
                 };
                 log::debug!("{:?}: upgraded (HTTP {})", self.token, up.status);
-                self.state = State::Open(h.into_websocket(&up));
+                let (stream, tail) = (*h).into_parts(&up);
+                self.state = State::Open(Conn::new(stream, self.max_frame, self.max_message));
                 out.push(TransportEvent::Open);
-                // Bytes that followed the 101 may already sit in our buffers
-                // or the socket, and no new edge will announce them: read now.
-                self.on_open(registry, true, true, out);
+                // Frames that came in the same segment as the 101.
+                let mut done = Ingested::default();
+                if !tail.is_empty() && !self.ingest(registry, &tail, &mut done, out) {
+                    return;
+                }
+                drop(tail);
+                // More may already sit in our buffers or the socket, and no
+                // new edge will announce them: read now.
+                self.on_open_after(registry, true, true, done.data, out);
             }
             Err((error, detail)) => {
                 log::debug!("{:?}: {detail}", self.token);
@@ -592,101 +569,147 @@ impl Transport {
         writable: bool,
         out: &mut Vec<TransportEvent>,
     ) {
-        let State::Open(ws) = &mut self.state else {
+        self.on_open_after(registry, readable, writable, false, out);
+    }
+
+    /// `data`: messages were already handed out in this turn (for
+    /// `held_error`).
+    fn on_open_after(
+        &mut self,
+        registry: &Registry,
+        readable: bool,
+        writable: bool,
+        data: bool,
+        out: &mut Vec<TransportEvent>,
+    ) {
+        let State::Open(c) = &mut self.state else {
             return;
         };
         if let Some(e) = self.held_error.take() {
             // Push out what the application sent since, then fail.
-            let _ = ws.flush();
+            let _ = c.flush();
             return self.on_ws_error(registry, *e);
         }
-        if writable || ws.get_ref().pending() > 0 {
-            match ws.flush() {
-                Ok(()) => {}
-                Err(e) if would_block(&e) => {}
-                Err(e) => return self.on_ws_error(registry, e),
+        if writable || c.stream.pending() > 0 {
+            if let Err(e) = c.flush() {
+                return self.on_ws_error(registry, WsError::Io(e));
             }
         }
         if readable || self.read_paused {
-            self.read_loop(registry, out);
+            with_read_buf(|buf| self.read_loop(registry, buf, data, out));
         }
         // Peer's close frame seen: finished once our reply (or our own close
         // frame) is out of our buffers.
         if self.peer_close.is_some() {
-            if let State::Open(ws) = &mut self.state {
-                match ws.flush() {
+            if let State::Open(c) = &mut self.state {
+                match std::io::Write::flush(&mut c.stream) {
                     Ok(()) => self.finish_closed(registry),
-                    Err(e) if would_block(&e) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(_) => self.finish_closed(registry),
                 }
             }
         }
     }
 
-    fn read_loop(&mut self, registry: &Registry, out: &mut Vec<TransportEvent>) {
-        let mut data = false;
+    /// Read into the thread's shared buffer until `WouldBlock`, decoding as
+    /// we go.
+    fn read_loop(
+        &mut self,
+        registry: &Registry,
+        buf: &mut [u8],
+        data: bool,
+        out: &mut Vec<TransportEvent>,
+    ) {
+        let mut done = Ingested {
+            data,
+            peer_close: None,
+        };
         loop {
-            let State::Open(ws) = &mut self.state else {
+            let State::Open(c) = &mut self.state else {
                 return;
             };
-            if ws.get_ref().pending() >= self.max_pending {
+            if c.stream.pending() >= self.max_pending {
                 // Stop reading (the peer feels it as TCP backpressure) until
                 // our backlog drains; `on_open` resumes on the next event.
                 self.read_paused = true;
                 return;
             }
             self.read_paused = false;
-            match ws.read() {
-                Ok(Message::Text(t)) => {
-                    data = true;
-                    out.push(TransportEvent::Text(t));
+            let n = match std::io::Read::read(&mut c.stream, buf) {
+                Ok(0) => {
+                    let e = if c.ws.can_read() {
+                        WsError::Reset
+                    } else {
+                        WsError::Closed
+                    };
+                    return self.on_ws_error(registry, e);
                 }
-                Ok(Message::Binary(b)) => {
-                    data = true;
-                    out.push(TransportEvent::Binary(b));
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // A reset once the peer has closed is the end we expected.
+                    let e = if !c.ws.can_read() && e.kind() == std::io::ErrorKind::ConnectionReset {
+                        WsError::Closed
+                    } else {
+                        WsError::Io(e)
+                    };
+                    return self.on_ws_error(registry, e);
                 }
-                Ok(Message::Ping(p)) => out.push(TransportEvent::Ping(p)),
-                Ok(Message::Pong(p)) => out.push(TransportEvent::Pong(p)),
-                Ok(Message::Close(frame)) => {
-                    if self.peer_close.is_none() {
-                        let info = match frame {
-                            Some(f) => (Some(u16::from(f.code)), f.reason.as_str().to_string()),
-                            None => (None, String::new()),
-                        };
-                        log::debug!("{:?}: peer close {:?}", self.token, info.0);
-                        self.peer_close = Some(Box::new(info));
-                    }
-                    // Keep going: the next read flushes our reply and may see EOF.
-                }
-                Ok(Message::Frame(_)) => {}
-                Err(e) if would_block(&e) => return,
-                Err(e) if data && classify_ws(&e).1.is_some() => {
-                    self.held_error = Some(Box::new(e));
-                    return;
-                }
-                Err(e) => return self.on_ws_error(registry, e),
+            };
+            if !self.ingest(registry, &buf[..n], &mut done, out) {
+                return;
+            }
+            // Keep going after the peer's close: the next read may see EOF.
+        }
+    }
+
+    /// Decode `input` into `out`. `false`: stop reading (the connection
+    /// failed, or an error is held until the messages before it are seen).
+    fn ingest(
+        &mut self,
+        registry: &Registry,
+        input: &[u8],
+        done: &mut Ingested,
+        out: &mut Vec<TransportEvent>,
+    ) -> bool {
+        let State::Open(c) = &mut self.state else {
+            return false;
+        };
+        let r = c.ingest(input, done, out);
+        if let Some(info) = done.peer_close.take() {
+            if self.peer_close.is_none() {
+                log::debug!("{:?}: peer close {:?}", self.token, info.0);
+                self.peer_close = Some(Box::new(info));
+            }
+        }
+        match r {
+            Ok(()) => true,
+            Err(e) if done.data && classify_ws(&e).1.is_some() => {
+                self.held_error = Some(Box::new(e));
+                false
+            }
+            Err(e) => {
+                self.on_ws_error(registry, e);
+                false
             }
         }
     }
 
-    fn on_ws_error(&mut self, registry: &Registry, e: tungstenite::Error) {
+    fn on_ws_error(&mut self, registry: &Registry, e: WsError) {
         let (error, close_code) = classify_ws(&e);
         let closing = self.peer_close.is_some() || self.local_close;
-        let clean = matches!(
-            e,
-            tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed
-        );
+        let clean = matches!(e, WsError::Closed);
         if clean || (closing && error == Error::ConnectionReset) {
             return self.finish_closed(registry);
         }
-        if let (Some(code), State::Open(ws)) = (close_code, &mut self.state) {
+        if let (Some(code), State::Open(c)) = (close_code, &mut self.state) {
             // Tell the peer why, best effort (1002 / 1007 / 1009).
-            if ws.can_write() {
+            if c.ws == WsState::Active {
                 self.local_close = true;
-                let _ = ws.close(Some(CloseFrame {
-                    code: CloseCode::from(code),
-                    reason: Utf8Bytes::from_static(""),
-                }));
+                c.ws = WsState::ClosedByUs;
+                let _ = c.send_close(Some(code), "");
+                let _ = c.flush();
             }
         }
         log::debug!("{:?}: failed: {e}", self.token);

@@ -7,9 +7,8 @@
 //! buffer, 4 KiB whatever `read_buffer_size` says. Here the response goes
 //! into a small `Vec` (256 bytes to start, grown on demand, at most
 //! [`MAX_RESPONSE`]) that is dropped once the upgrade is done; only the bytes
-//! after the headers (a server that speaks first) are handed on, in a fresh
-//! `Vec` of `read_buffer_size` capacity that becomes tungstenite's read
-//! buffer.
+//! after the headers (a server that speaks first) are handed on, to be
+//! decoded at once by the frame codec (`conn.rs`).
 //!
 //! Checks (as tungstenite's): status 101 (anything else is
 //! [`Error::from_upgrade_status`]), HTTP/1.1, `Upgrade: websocket`,
@@ -22,8 +21,6 @@ use std::io::{self, Read, Write};
 use tungstenite::handshake::client::generate_key;
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::http::{HeaderName, HeaderValue};
-use tungstenite::protocol::{Role, WebSocketConfig};
-use tungstenite::WebSocket;
 use zenws_core::Error;
 
 use super::stream::{classify_io, Stream};
@@ -129,7 +126,6 @@ pub(super) struct Handshake {
     written: usize,
     /// The response so far (and whatever followed it in the same read).
     response: Vec<u8>,
-    config: WebSocketConfig,
 }
 
 /// The upgrade succeeded: the response head is `len` bytes long.
@@ -142,13 +138,12 @@ pub(super) struct Upgraded {
 type Failure = (Error, String);
 
 impl Handshake {
-    pub(super) fn new(stream: Stream, request: Request, config: WebSocketConfig) -> Handshake {
+    pub(super) fn new(stream: Stream, request: Request) -> Handshake {
         Handshake {
             stream,
             request,
             written: 0,
             response: Vec::new(),
-            config,
         }
     }
 
@@ -246,27 +241,14 @@ impl Handshake {
         Ok(Some(Upgraded { len, status }))
     }
 
-    /// The open WebSocket, with the bytes that followed the response head.
-    pub(super) fn into_websocket(self: Box<Self>, up: &Upgraded) -> WebSocket<Stream> {
+    /// The stream, with the bytes that followed the response head (a
+    /// server that speaks first; usually empty, no allocation then).
+    pub(super) fn into_parts(self, up: &Upgraded) -> (Stream, Vec<u8>) {
         let Handshake {
-            stream,
-            response,
-            config,
-            ..
-        } = *self;
-        // This `Vec` becomes tungstenite's read buffer (`BytesMut`, in
-        // place). Its capacity must be `read_buffer_size` (not the tail's
-        // length): `BytesMut` remembers it as the size of every buffer it
-        // allocates later, when the previous one is still shared with a
-        // message the application holds; from an empty `Vec` those would be
-        // just big enough for the next frame header, a few bytes per read.
-        // Not touched until the first read.
-        let tail = &response[up.len..];
-        let mut buf = Vec::with_capacity(config.read_buffer_size.max(tail.len()));
-        buf.extend_from_slice(tail);
-        drop(response);
-        let tail = buf;
-        WebSocket::from_partially_read(stream, tail, Role::Client, Some(config))
+            stream, response, ..
+        } = self;
+        let tail = response.get(up.len..).unwrap_or_default().to_vec();
+        (stream, tail)
     }
 }
 

@@ -9,6 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tungstenite::protocol::CloseFrame;
 
 const TOKEN: Token = Token(1);
 const DEADLINE: Duration = Duration::from_secs(5);
@@ -1008,4 +1009,120 @@ fn close_before_open_reports_closed_via_handle_event() {
     t.handle_event(h.registry(), true, true, &mut evs);
     assert_eq!(evs.len(), 1, "the final event is reported once");
     drop(listener);
+}
+
+// ------------------------------------------------------- own frame codec
+
+/// Read what the client sent until it closes or `DEADLINE`.
+fn read_all(s: &mut StdTcpStream) -> Vec<u8> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 256];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    raw
+}
+
+/// Unmask the client frames in `raw`: `(opcode, payload)` each.
+fn client_frames(raw: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 2 <= raw.len() {
+        assert_ne!(raw[i + 1] & 0x80, 0, "client frame not masked");
+        let (len, mut h) = match raw[i + 1] & 0x7F {
+            126 => (usize::from(u16::from_be_bytes([raw[i + 2], raw[i + 3]])), 4),
+            127 => panic!("unexpected 64-bit length"),
+            n => (usize::from(n), 2),
+        };
+        let key = [raw[i + h], raw[i + h + 1], raw[i + h + 2], raw[i + h + 3]];
+        h += 4;
+        let p = raw[i + h..i + h + len]
+            .iter()
+            .enumerate()
+            .map(|(j, b)| b ^ key[j % 4])
+            .collect();
+        out.push((raw[i] & 0x0F, p));
+        i += h + len;
+    }
+    out
+}
+
+#[test]
+fn invalid_utf8_fails_before_the_frame_ends() {
+    // Strict Autobahn 6.4.3/6.4.4: the frame announces 20 bytes, the bad
+    // sequence comes at byte 6, the rest never comes. We must not wait.
+    let (tx, rx) = mpsc::channel();
+    let addr = server(move |s| {
+        let mut ws = tungstenite::accept(s).unwrap();
+        ws.get_mut()
+            .write_all(b"\x81\x14hello\xF4\x90\x80\x80")
+            .unwrap();
+        tx.send(read_all(ws.get_mut())).ok();
+    });
+    let mut h = Harness::new();
+    let mut t = h.connect(
+        &url("ws", "127.0.0.1", addr, "/"),
+        addr,
+        &TransportConfig::default(),
+    );
+    let evs = h.drive_until_final(&mut t);
+    assert_eq!(failure(&evs), Error::Protocol);
+    let frames = client_frames(&rx.recv_timeout(DEADLINE).unwrap());
+    assert_eq!(frames[0].0, 0x8, "{frames:?}");
+    assert_eq!(frames[0].1[..2], 1007u16.to_be_bytes());
+}
+
+#[test]
+fn pong_goes_out_first_and_text_split_across_reads_is_reassembled() {
+    let (tx, rx) = mpsc::channel();
+    let addr = server(move |s| {
+        let mut ws = tungstenite::accept(s).unwrap();
+        let s = ws.get_mut();
+        s.set_nodelay(true).ok();
+        // A ping, then "κόσμε ✓" in two fragments, one byte per write.
+        let text = "κόσμε ✓".as_bytes();
+        let mut bytes = vec![0x89, 0x02, b'p', b'1', 0x01, 0x05];
+        bytes.extend_from_slice(&text[..5]);
+        bytes.extend_from_slice(&[0x80, (text.len() - 5) as u8]);
+        bytes.extend_from_slice(&text[5..]);
+        for b in bytes {
+            s.write_all(&[b]).unwrap();
+            thread::sleep(Duration::from_millis(1));
+        }
+        // Then a close, and collect what the client sent.
+        s.write_all(&[0x88, 0x02, 0x03, 0xE8]).unwrap();
+        tx.send(read_all(s)).ok();
+    });
+    let mut h = Harness::new();
+    let mut t = h.connect(
+        &url("ws", "127.0.0.1", addr, "/"),
+        addr,
+        &TransportConfig::default(),
+    );
+    let evs = h.drive(&mut t, |e| {
+        e.iter().any(|e| matches!(e, TransportEvent::Text(_)))
+    });
+    assert!(has(&evs, &TransportEvent::Ping(Bytes::from_static(b"p1"))));
+    assert!(
+        has(&evs, &TransportEvent::Text("κόσμε ✓".into())),
+        "{evs:?}"
+    );
+    let State::Open(c) = &t.state else {
+        panic!("not open")
+    };
+    assert_eq!(c.buffered(), 0, "buffer kept after the message");
+    let evs = h.drive_until_final(&mut t);
+    assert!(has(
+        &evs,
+        &TransportEvent::Closed {
+            code: Some(1000),
+            reason: String::new()
+        }
+    ));
+    let frames = client_frames(&rx.recv_timeout(DEADLINE).unwrap());
+    assert_eq!(frames[0], (0xA, b"p1".to_vec()), "{frames:?}");
+    assert_eq!(frames[1], (0x8, 1000u16.to_be_bytes().to_vec()));
 }

@@ -1,0 +1,567 @@
+//! Client-side RFC 6455 frame codec, sans-IO (no extensions).
+//!
+//! [`Decoder::decode`] parses server frames out of whatever byte slice the
+//! caller has (one socket read, in the loop's shared read buffer). A
+//! complete unfragmented message or control frame that lies whole in the
+//! slice is handed back *borrowed* from it ([`Payload::Borrowed`]): no
+//! allocation and no copy until the transport makes the application's
+//! `Bytes` from it. Everything else (a header cut by the end of a read, a
+//! payload that spans reads, fragmented messages) is kept in the decoder:
+//! up to 13 header bytes inline, the message so far in a `Vec` that is
+//! handed over (no copy) when the message completes, so an idle connection
+//! holds no buffer at all.
+//!
+//! Checks, all at the earliest byte that shows the violation (a peer that
+//! trickles a bad frame is failed before the frame ends):
+//! RSV1-3 must be 0 (no extension is negotiated), reserved opcodes, server
+//! frames must not be masked, control frames ≤ 125 bytes and FIN, a
+//! continuation needs a message to continue and a new data frame may not
+//! interrupt one ([`CodecError::Protocol`], close code 1002); frame payload
+//! over `max_frame` or message over `max_message`
+//! ([`CodecError::TooLarge`], 1009); text and close reasons must be UTF-8,
+//! validated incrementally across fragments and across reads, failing at
+//! the first byte that cannot start or continue a valid sequence
+//! ([`CodecError::Utf8`], 1007); a close payload of 1 byte is a protocol
+//! error. Lengths need not be minimally encoded (RFC 6455 §5.2 asks the
+//! sender for it, receivers commonly accept both). Close *codes* are
+//! returned as received; the transport decides what to answer.
+//!
+//! The encoder ([`encode`]) writes one masked client frame (header, 4-byte
+//! key, masked payload) into a caller's `Vec` in one pass over the payload.
+//! Masking keys come from [`MaskRng`]: wyrand, seeded from the OS
+//! (`getrandom`) once per connection. RFC 6455 §10.3 wants keys the
+//! *application* cannot predict, so that script in a browser cannot choose
+//! the bytes that appear on the wire (cache poisoning of intermediaries).
+//! A native client has no such untrusted author: the application already
+//! chooses every byte it sends. An OS-seeded per-connection stream is
+//! unpredictable to the peer before the connection starts, and costs a few
+//! instructions per frame instead of a ChaCha block (tungstenite's
+//! `rand::rng()`), the same trade-off as other native clients.
+
+use std::fmt;
+use std::str;
+
+use tungstenite::{Bytes, Utf8Bytes};
+
+/// Opcodes (RFC 6455 §5.2).
+pub(crate) const OP_CONT: u8 = 0x0;
+pub(crate) const OP_TEXT: u8 = 0x1;
+pub(crate) const OP_BINARY: u8 = 0x2;
+pub(crate) const OP_CLOSE: u8 = 0x8;
+pub(crate) const OP_PING: u8 = 0x9;
+pub(crate) const OP_PONG: u8 = 0xA;
+
+/// Longest server frame header: 2 + 8 bytes of length (no mask).
+const MAX_HEADER: usize = 10;
+/// Most a partial frame's buffer is reserved for up front (the rest grows
+/// as bytes arrive: a peer announcing a huge frame does not get it
+/// allocated before it sends it).
+const RESERVE_CAP: u64 = 1 << 20;
+
+/// Why the peer's bytes were refused; [`CodecError::close_code`] is what we
+/// tell the peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum CodecError {
+    /// An RFC 6455 violation (1002).
+    Protocol(&'static str),
+    /// Invalid UTF-8 in a text message or close reason (1007).
+    Utf8,
+    /// A frame or message over the configured limit (1009).
+    TooLarge {
+        /// The frame's or message's size so far, with this frame.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+}
+
+impl CodecError {
+    pub(crate) fn close_code(&self) -> u16 {
+        match self {
+            CodecError::Protocol(_) => 1002,
+            CodecError::Utf8 => 1007,
+            CodecError::TooLarge { .. } => 1009,
+        }
+    }
+}
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CodecError::Protocol(what) => write!(f, "WebSocket protocol error: {what}"),
+            CodecError::Utf8 => f.write_str("invalid UTF-8 in a text message or close reason"),
+            CodecError::TooLarge { size, max } => {
+                write!(f, "message too large: {size} bytes (limit {max})")
+            }
+        }
+    }
+}
+
+/// A payload: borrowed from the decoded slice, or assembled by the decoder.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Payload<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Payload<'_> {
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            Payload::Borrowed(b) => b,
+            Payload::Owned(v) => v,
+        }
+    }
+
+    /// The application's copy: one copy for a borrowed payload, none for an
+    /// assembled one.
+    pub(crate) fn into_bytes(self) -> Bytes {
+        match self {
+            Payload::Borrowed(b) => Bytes::copy_from_slice(b),
+            Payload::Owned(v) => Bytes::from(v),
+        }
+    }
+}
+
+/// A text payload, already validated.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Text<'a> {
+    Borrowed(&'a str),
+    Owned(String),
+}
+
+impl Text<'_> {
+    #[cfg(test)]
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Text::Borrowed(s) => s,
+            Text::Owned(s) => s,
+        }
+    }
+
+    pub(crate) fn into_utf8_bytes(self) -> Utf8Bytes {
+        match self {
+            Text::Borrowed(s) => Utf8Bytes::from(s),
+            Text::Owned(s) => Utf8Bytes::from(s),
+        }
+    }
+}
+
+/// One complete message or control frame.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Frame<'a> {
+    Text(Text<'a>),
+    Binary(Payload<'a>),
+    Ping(Payload<'a>),
+    Pong(Payload<'a>),
+    /// `(code, reason)`, `None` for an empty close frame. The code is as
+    /// received (not checked against the registry); the reason is UTF-8.
+    Close(Option<(u16, String)>),
+}
+
+/// The frame whose payload is arriving.
+#[derive(Clone, Copy, Debug)]
+struct Current {
+    op: u8,
+    fin: bool,
+    remaining: u64,
+}
+
+/// Incremental UTF-8 validation: feed any split of the bytes; fails at the
+/// first byte that no valid continuation could fix.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Utf8Validator {
+    /// An incomplete (so far valid) sequence at the end of the last chunk.
+    carry: [u8; 4],
+    len: u8,
+}
+
+impl Utf8Validator {
+    pub(crate) fn feed(&mut self, mut input: &[u8]) -> Result<(), CodecError> {
+        if self.len > 0 {
+            let have = usize::from(self.len);
+            let width = match self.carry[0] {
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                _ => 4,
+            };
+            let take = (width - have).min(input.len());
+            self.carry[have..have + take].copy_from_slice(&input[..take]);
+            let now = have + take;
+            match str::from_utf8(&self.carry[..now]) {
+                Ok(_) => self.len = 0,
+                // Still a valid prefix (and `input` is used up).
+                Err(e) if e.error_len().is_none() => {
+                    self.len = now as u8;
+                    return Ok(());
+                }
+                Err(_) => return Err(CodecError::Utf8),
+            }
+            input = &input[take..];
+        }
+        match str::from_utf8(input) {
+            Ok(_) => Ok(()),
+            Err(e) if e.error_len().is_none() => {
+                // std reports `None` only for a valid but cut sequence (≤ 3 bytes).
+                let tail = &input[e.valid_up_to()..];
+                self.carry[..tail.len()].copy_from_slice(tail);
+                self.len = tail.len() as u8;
+                Ok(())
+            }
+            Err(_) => Err(CodecError::Utf8),
+        }
+    }
+
+    /// The text ended: a cut sequence left over is an error.
+    pub(crate) fn finish(&mut self) -> Result<(), CodecError> {
+        let cut = self.len != 0;
+        self.len = 0;
+        if cut {
+            Err(CodecError::Utf8)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Parses server frames (see the [module docs](self)).
+#[derive(Debug)]
+pub(crate) struct Decoder {
+    max_frame: u64,
+    max_message: u64,
+    /// A header cut by the end of the input.
+    hdr: [u8; MAX_HEADER],
+    hdr_len: u8,
+    /// Opcode of the data message being assembled (`OP_TEXT`/`OP_BINARY`),
+    /// 0 when none: set from the first frame of a message whose payload does
+    /// not arrive whole, cleared when its final frame is complete.
+    msg_op: u8,
+    cur: Option<Current>,
+    /// The data message so far (freed when handed over).
+    msg: Vec<u8>,
+    /// A control frame's payload that spans reads (≤ 125 bytes).
+    ctrl: Vec<u8>,
+    utf8: Utf8Validator,
+}
+
+/// Check what the available header bytes already show, and return the
+/// header once complete: `(opcode, fin, payload length, header length)`.
+fn parse_head(b: &[u8]) -> Result<Option<(u8, bool, u64, usize)>, CodecError> {
+    let Some(&b0) = b.first() else {
+        return Ok(None);
+    };
+    if b0 & 0x70 != 0 {
+        return Err(CodecError::Protocol(
+            "reserved bits set (no extension negotiated)",
+        ));
+    }
+    let fin = b0 & 0x80 != 0;
+    let op = b0 & 0x0F;
+    match op {
+        OP_CONT | OP_TEXT | OP_BINARY => {}
+        OP_CLOSE | OP_PING | OP_PONG => {
+            if !fin {
+                return Err(CodecError::Protocol("fragmented control frame"));
+            }
+        }
+        _ => return Err(CodecError::Protocol("reserved opcode")),
+    }
+    let Some(&b1) = b.get(1) else {
+        return Ok(None);
+    };
+    if b1 & 0x80 != 0 {
+        return Err(CodecError::Protocol("masked frame from the server"));
+    }
+    let head = match b1 & 0x7F {
+        126 => b
+            .get(2..4)
+            .map(|l| (op, fin, u64::from(u16::from_be_bytes([l[0], l[1]])), 4)),
+        127 => b.get(2..10).map(|l| {
+            let mut n = [0u8; 8];
+            n.copy_from_slice(l);
+            (op, fin, u64::from_be_bytes(n), 10)
+        }),
+        n => Some((op, fin, u64::from(n), 2)),
+    };
+    // The payload length, not the length field: a non-minimal 16-bit
+    // length under 126 is fine (as tungstenite).
+    if let Some((op, _, len, _)) = head {
+        if op & 0x8 != 0 && len > 125 {
+            return Err(CodecError::Protocol("control frame payload over 125 bytes"));
+        }
+    }
+    Ok(head)
+}
+
+/// A complete control frame's payload → the frame.
+fn control(op: u8, payload: Payload<'_>) -> Result<Frame<'_>, CodecError> {
+    Ok(match op {
+        OP_PING => Frame::Ping(payload),
+        OP_PONG => Frame::Pong(payload),
+        _ => {
+            let p = payload.as_slice();
+            match p.len() {
+                0 => Frame::Close(None),
+                1 => return Err(CodecError::Protocol("close frame with a 1-byte payload")),
+                _ => {
+                    let code = u16::from_be_bytes([p[0], p[1]]);
+                    let reason = str::from_utf8(&p[2..]).map_err(|_| CodecError::Utf8)?;
+                    Frame::Close(Some((code, reason.to_string())))
+                }
+            }
+        }
+    })
+}
+
+impl Decoder {
+    pub(crate) fn new(max_frame: usize, max_message: usize) -> Decoder {
+        Decoder {
+            max_frame: max_frame as u64,
+            max_message: max_message as u64,
+            hdr: [0; MAX_HEADER],
+            hdr_len: 0,
+            msg_op: 0,
+            cur: None,
+            msg: Vec::new(),
+            ctrl: Vec::new(),
+            utf8: Utf8Validator::default(),
+        }
+    }
+
+    /// Heap bytes held for a partial frame or message (0 when between
+    /// messages).
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.msg.capacity() + self.ctrl.capacity()
+    }
+
+    /// Parse from `input` until one message or control frame is complete
+    /// (`(consumed, Some(frame))`; call again with the rest) or `input` is
+    /// used up (`(input.len(), None)`: what was partial is kept). After an
+    /// error the decoder must not be used again.
+    pub(crate) fn decode<'a>(
+        &mut self,
+        input: &'a [u8],
+    ) -> Result<(usize, Option<Frame<'a>>), CodecError> {
+        let mut pos = 0;
+        loop {
+            if self.cur.is_none() {
+                // `hlen`: the header bytes taken from `input`.
+                let (op, fin, len, hlen) = if self.hdr_len == 0 {
+                    match parse_head(&input[pos..])? {
+                        Some(h) => h,
+                        None => {
+                            let rest = &input[pos..];
+                            self.hdr[..rest.len()].copy_from_slice(rest);
+                            self.hdr_len = rest.len() as u8;
+                            return Ok((input.len(), None));
+                        }
+                    }
+                } else {
+                    let have = usize::from(self.hdr_len);
+                    let take = (MAX_HEADER - have).min(input.len() - pos);
+                    self.hdr[have..have + take].copy_from_slice(&input[pos..pos + take]);
+                    match parse_head(&self.hdr[..have + take])? {
+                        Some((op, fin, len, hlen)) => {
+                            self.hdr_len = 0;
+                            // Only the header's own bytes come out of `input`.
+                            (op, fin, len, hlen - have)
+                        }
+                        None => {
+                            self.hdr_len = (have + take) as u8;
+                            return Ok((input.len(), None));
+                        }
+                    }
+                };
+                pos += hlen;
+                self.begin(op, len)?;
+                let avail = (input.len() - pos) as u64;
+                // Fast path: a whole control frame or unfragmented message.
+                if len <= avail && (op & 0x8 != 0 || (fin && op != OP_CONT)) {
+                    let p = &input[pos..pos + len as usize];
+                    pos += len as usize;
+                    let frame = match op {
+                        OP_TEXT => Frame::Text(Text::Borrowed(
+                            str::from_utf8(p).map_err(|_| CodecError::Utf8)?,
+                        )),
+                        OP_BINARY => Frame::Binary(Payload::Borrowed(p)),
+                        _ => control(op, Payload::Borrowed(p))?,
+                    };
+                    return Ok((pos, Some(frame)));
+                }
+                if op & 0x8 == 0 {
+                    if op != OP_CONT {
+                        self.msg_op = op;
+                    }
+                    let want = (self.msg.len() as u64).saturating_add(len.min(RESERVE_CAP));
+                    if want > self.msg.capacity() as u64 {
+                        self.msg.reserve_exact(want as usize - self.msg.len());
+                    }
+                }
+                self.cur = Some(Current {
+                    op,
+                    fin,
+                    remaining: len,
+                });
+            }
+            let Some(cur) = self.cur.as_mut() else {
+                continue;
+            };
+            let take = cur.remaining.min((input.len() - pos) as u64) as usize;
+            let chunk = &input[pos..pos + take];
+            pos += take;
+            cur.remaining -= take as u64;
+            let cur = *cur;
+            if cur.op & 0x8 != 0 {
+                self.ctrl.extend_from_slice(chunk);
+            } else {
+                if self.msg_op == OP_TEXT {
+                    self.utf8.feed(chunk)?;
+                }
+                self.msg.extend_from_slice(chunk);
+            }
+            if cur.remaining == 0 {
+                self.cur = None;
+                if cur.op & 0x8 != 0 {
+                    let p = std::mem::take(&mut self.ctrl);
+                    return Ok((pos, Some(control(cur.op, Payload::Owned(p))?)));
+                }
+                if cur.fin {
+                    let op = std::mem::replace(&mut self.msg_op, 0);
+                    let v = std::mem::take(&mut self.msg);
+                    let frame = if op == OP_TEXT {
+                        self.utf8.finish()?;
+                        Frame::Text(Text::Owned(
+                            String::from_utf8(v).map_err(|_| CodecError::Utf8)?,
+                        ))
+                    } else {
+                        Frame::Binary(Payload::Owned(v))
+                    };
+                    return Ok((pos, Some(frame)));
+                }
+            }
+            if pos == input.len() {
+                return Ok((pos, None));
+            }
+        }
+    }
+
+    /// Checks that need the whole header and the message state.
+    fn begin(&mut self, op: u8, len: u64) -> Result<(), CodecError> {
+        if len > self.max_frame {
+            return Err(CodecError::TooLarge {
+                size: len,
+                max: self.max_frame,
+            });
+        }
+        if op & 0x8 != 0 {
+            return Ok(());
+        }
+        if op == OP_CONT {
+            if self.msg_op == 0 {
+                return Err(CodecError::Protocol(
+                    "continuation frame without a message to continue",
+                ));
+            }
+        } else if self.msg_op != 0 {
+            return Err(CodecError::Protocol(
+                "new data frame while a fragmented message is unfinished",
+            ));
+        }
+        let size = (self.msg.len() as u64).saturating_add(len);
+        if size > self.max_message {
+            return Err(CodecError::TooLarge {
+                size,
+                max: self.max_message,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The per-connection masking-key source (see the [module docs](self)).
+#[derive(Debug)]
+pub(crate) struct MaskRng(u64);
+
+impl MaskRng {
+    /// Seeded from the OS; if that fails (no entropy source), from std's
+    /// per-process random hash keys and the clock.
+    pub(crate) fn from_os() -> MaskRng {
+        let seed = getrandom::u64().unwrap_or_else(|_| {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+                h.write_u128(d.as_nanos());
+            }
+            h.finish()
+        });
+        MaskRng(seed)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn with_seed(seed: u64) -> MaskRng {
+        MaskRng(seed)
+    }
+
+    /// wyrand: one 64×64→128 multiply per key.
+    pub(crate) fn next_key(&mut self) -> [u8; 4] {
+        self.0 = self.0.wrapping_add(0xa076_1d64_78bd_642f);
+        let t = u128::from(self.0).wrapping_mul(u128::from(self.0 ^ 0xe703_7ed1_a0b4_28db));
+        (((t >> 64) as u64 ^ t as u64) as u32).to_ne_bytes()
+    }
+}
+
+/// XOR `buf` with `key` (RFC 6455 §5.3), `buf[0]` with `key[0]`.
+pub(crate) fn apply_mask(buf: &mut [u8], key: [u8; 4]) {
+    let wide = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
+    let mut chunks = buf.chunks_exact_mut(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        c.copy_from_slice(&(u64::from_ne_bytes(w) ^ wide).to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= key[i & 3];
+    }
+}
+
+/// Append one masked client frame (FIN set) to `out`.
+pub(crate) fn encode(out: &mut Vec<u8>, op: u8, fin: bool, payload: &[u8], key: [u8; 4]) {
+    let len = payload.len();
+    out.reserve(14 + len);
+    out.push(if fin { 0x80 } else { 0 } | (op & 0x0F));
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= 0xFFFF {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&key);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    apply_mask(&mut out[start..], key);
+}
+
+/// Append a masked close frame: `code` (if any) and `reason` (the caller
+/// keeps it ≤ 123 bytes).
+pub(crate) fn encode_close(out: &mut Vec<u8>, code: Option<u16>, reason: &str, key: [u8; 4]) {
+    let mut p = [0u8; 125];
+    let n = match code {
+        None => 0,
+        Some(c) => {
+            let r = &reason.as_bytes()[..reason.len().min(123)];
+            p[..2].copy_from_slice(&c.to_be_bytes());
+            p[2..2 + r.len()].copy_from_slice(r);
+            2 + r.len()
+        }
+    };
+    encode(out, OP_CLOSE, true, &p[..n], key);
+}
+
+#[cfg(test)]
+#[path = "codec_tests.rs"]
+mod tests;

@@ -1,0 +1,287 @@
+//! The open connection: our stream plus the frame codec, in place of
+//! tungstenite's `WebSocket` (same close-handshake states and the same
+//! answers: pong for ping, the peer's close echoed, 1002 for a close code
+//! that may not be used).
+//!
+//! Memory: reads go into ONE buffer per thread ([`with_read_buf`], 64 KiB,
+//! allocated on first use and never zero-filled again), frames are decoded
+//! straight from it, and only what a read leaves unfinished (a cut header,
+//! a partial or fragmented message) stays with the connection, in the
+//! decoder, freed when the message completes. An idle connection holds no
+//! read buffer. Outgoing frames are built in a per-thread scratch `Vec`
+//! (header + masked payload, the one copy) and handed to the stream, which
+//! writes them straight to the socket or keeps what it does not take.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io::{self, Write};
+
+use tungstenite::protocol::frame::coding::CloseCode;
+use zenws_core::Error;
+
+use super::codec::{self, CodecError, Decoder, Frame, MaskRng};
+use super::stream::{classify_io, Stream};
+use super::TransportEvent;
+
+/// The shared read buffer's size: the most one `read` asks for.
+pub(super) const READ_BUF: usize = 64 << 10;
+/// Scratch capacity kept between frames; a bigger one (after a large
+/// message) is released.
+const SCRATCH_KEEP: usize = 64 << 10;
+
+thread_local! {
+    static READ: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Run `f` with this thread's read buffer (a fresh one in the unexpected
+/// case that it is already in use further up the stack).
+pub(super) fn with_read_buf<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    READ.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < READ_BUF {
+                buf.resize(READ_BUF, 0);
+            }
+            f(&mut buf)
+        }
+        Err(_) => f(&mut vec![0; READ_BUF]),
+    })
+}
+
+/// Where the close handshake stands (tungstenite's states).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum WsState {
+    Active,
+    /// We sent a close frame; the peer's may still come (data too).
+    ClosedByUs,
+    /// The peer's close frame came first; we answered.
+    ClosedByPeer,
+    /// Both close frames exchanged, ours first.
+    CloseAcknowledged,
+}
+
+impl WsState {
+    /// Frames may still arrive.
+    pub(super) fn can_read(self) -> bool {
+        matches!(self, WsState::Active | WsState::ClosedByUs)
+    }
+}
+
+/// Why the open connection ended.
+#[derive(Debug)]
+pub(super) enum WsError {
+    Io(io::Error),
+    Codec(CodecError),
+    /// EOF after both close frames (or a reset once the peer had closed).
+    Closed,
+    /// EOF without a close frame.
+    Reset,
+}
+
+impl WsError {
+    /// (core error, close code worth sending to the peer).
+    pub(super) fn classify(&self) -> (Error, Option<u16>) {
+        match self {
+            WsError::Io(io) => (classify_io(io), None),
+            WsError::Codec(c @ CodecError::TooLarge { .. }) => {
+                (Error::MessageTooLarge, Some(c.close_code()))
+            }
+            WsError::Codec(c) => (Error::Protocol, Some(c.close_code())),
+            WsError::Closed | WsError::Reset => (Error::ConnectionReset, None),
+        }
+    }
+}
+
+impl fmt::Display for WsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WsError::Io(e) => write!(f, "IO error: {e}"),
+            WsError::Codec(c) => c.fmt(f),
+            WsError::Closed => f.write_str("Connection closed normally"),
+            WsError::Reset => {
+                f.write_str("WebSocket protocol error: Connection reset without closing handshake")
+            }
+        }
+    }
+}
+
+/// What one batch of frames did to the close handshake.
+#[derive(Default)]
+pub(super) struct Ingested {
+    /// A text or binary message was handed out.
+    pub(super) data: bool,
+    /// The peer's close frame: `(code, reason)` as the application sees it.
+    pub(super) peer_close: Option<(Option<u16>, String)>,
+}
+
+pub(super) struct Conn {
+    pub(super) stream: Stream,
+    pub(super) ws: WsState,
+    decoder: Decoder,
+    rng: MaskRng,
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("ws", &self.ws)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ignore_would_block(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        r => r,
+    }
+}
+
+impl Conn {
+    pub(super) fn new(stream: Stream, max_frame: usize, max_message: usize) -> Conn {
+        Conn {
+            stream,
+            ws: WsState::Active,
+            decoder: Decoder::new(max_frame, max_message),
+            rng: MaskRng::from_os(),
+        }
+    }
+
+    /// Heap bytes the decoder holds for an unfinished frame or message.
+    #[cfg(test)]
+    pub(super) fn buffered(&self) -> usize {
+        self.decoder.buffered()
+    }
+
+    /// Hand one frame to the stream (never blocks; `Err` = the socket is
+    /// gone). Not flushed: see [`Conn::flush`].
+    pub(super) fn send_frame(&mut self, op: u8, fin: bool, payload: &[u8]) -> io::Result<()> {
+        let key = self.rng.next_key();
+        self.with_scratch(|buf| codec::encode(buf, op, fin, payload, key))
+    }
+
+    /// Our close frame (`None`: empty payload).
+    pub(super) fn send_close(&mut self, code: Option<u16>, reason: &str) -> io::Result<()> {
+        let key = self.rng.next_key();
+        self.with_scratch(|buf| codec::encode_close(buf, code, reason, key))
+    }
+
+    fn with_scratch(&mut self, build: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+        let stream = &mut self.stream;
+        let write = |buf: &mut Vec<u8>| {
+            buf.clear();
+            build(buf);
+            let r = ignore_would_block(stream.write_all(buf));
+            if buf.capacity() > SCRATCH_KEEP {
+                *buf = Vec::new();
+            }
+            r
+        };
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => write(&mut buf),
+            Err(_) => write(&mut Vec::new()),
+        })
+    }
+
+    /// Push buffered bytes to the socket; `WouldBlock` is not an error.
+    pub(super) fn flush(&mut self) -> io::Result<()> {
+        ignore_would_block(self.stream.flush())
+    }
+
+    /// Decode everything in `input` (bytes read from the socket) into
+    /// `out`, answering pings and the peer's close frame as they come.
+    pub(super) fn ingest(
+        &mut self,
+        input: &[u8],
+        done: &mut Ingested,
+        out: &mut Vec<TransportEvent>,
+    ) -> Result<(), WsError> {
+        let mut pos = 0;
+        let mut wrote = false;
+        let r = self.ingest_frames(input, &mut pos, &mut wrote, done, out);
+        if wrote {
+            // The answers go out now (or wait for WRITABLE).
+            self.flush().map_err(WsError::Io)?;
+        }
+        r
+    }
+
+    fn ingest_frames(
+        &mut self,
+        input: &[u8],
+        pos: &mut usize,
+        wrote: &mut bool,
+        done: &mut Ingested,
+        out: &mut Vec<TransportEvent>,
+    ) -> Result<(), WsError> {
+        while *pos < input.len() {
+            let (n, frame) = self
+                .decoder
+                .decode(&input[*pos..])
+                .map_err(WsError::Codec)?;
+            *pos += n;
+            let Some(frame) = frame else {
+                break;
+            };
+            if !self.ws.can_read() {
+                return Err(WsError::Codec(CodecError::Protocol(
+                    "frame received after the close handshake",
+                )));
+            }
+            match frame {
+                Frame::Text(t) => {
+                    done.data = true;
+                    out.push(TransportEvent::Text(t.into_utf8_bytes()));
+                }
+                Frame::Binary(b) => {
+                    done.data = true;
+                    out.push(TransportEvent::Binary(b.into_bytes()));
+                }
+                Frame::Ping(p) => {
+                    // No pong once we sent our close frame (as tungstenite).
+                    if self.ws == WsState::Active {
+                        self.send_frame(codec::OP_PONG, true, p.as_slice())
+                            .map_err(WsError::Io)?;
+                        *wrote = true;
+                    }
+                    out.push(TransportEvent::Ping(p.into_bytes()));
+                }
+                Frame::Pong(p) => out.push(TransportEvent::Pong(p.into_bytes())),
+                Frame::Close(close) => {
+                    let info = match self.ws {
+                        WsState::Active => {
+                            self.ws = WsState::ClosedByPeer;
+                            // A code that may not be used is answered (and
+                            // reported) as 1002.
+                            let close = close.map(|(code, reason)| {
+                                if CloseCode::from(code).is_allowed() {
+                                    (code, reason)
+                                } else {
+                                    (1002, "Protocol violation".to_string())
+                                }
+                            });
+                            let (code, reason) = match &close {
+                                Some((c, r)) => (Some(*c), r.as_str()),
+                                None => (None, ""),
+                            };
+                            self.send_close(code, reason).map_err(WsError::Io)?;
+                            *wrote = true;
+                            close
+                        }
+                        // Our close frame's answer.
+                        _ => {
+                            self.ws = WsState::CloseAcknowledged;
+                            close
+                        }
+                    };
+                    if done.peer_close.is_none() {
+                        done.peer_close = Some(match info {
+                            Some((code, reason)) => (Some(code), reason),
+                            None => (None, String::new()),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -37,7 +37,6 @@ fn config() -> ClientConfig {
     c.connection.max_pending_bytes = 2 * MAX_MESSAGE;
     c.restart = RestartType::Temporary;
     // Bigger reads: the 9.* cases move hundreds of MiB.
-    c.read_buffer_size = 256 << 10;
     c
 }
 

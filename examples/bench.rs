@@ -17,7 +17,7 @@
 //! ```
 //!
 //! Extra flags: `--ca-file PEM` (wss://), `--ping-interval SECS` (0 = no
-//! heartbeat), `--read-buf BYTES` (`ClientConfig::read_buffer_size`),
+//! heartbeat), `--read-buf BYTES` (read buffer of the tung-rustls baseline only; zenws reads through one shared 64 KiB buffer),
 //! `--connect-concurrency C` (handshakes in flight, like the kit),
 //! `--baseline tung-rustls` (not zenws: blocking tungstenite + rustls
 //! connections held idle, the wss RSS baseline; `--mode idle` only).
@@ -425,9 +425,6 @@ fn client_config(a: &Args) -> ClientConfig {
     } else {
         HeartbeatConfig::none()
     };
-    if let Some(r) = a.read_buf {
-        c.read_buffer_size = r;
-    }
     if let Some(ca) = &a.ca_file {
         c = c.ca_file(ca);
     }

@@ -14,10 +14,11 @@ use zenws_core::ConnectionConfig;
 /// (×2, capped at 30 s, ±20 % jitter, ladder reset after 10 s healthy),
 /// ping heartbeat every 15 s with a 10 s pong timeout and a threshold of 2,
 /// no idle timeout, 16 MiB max message, 4 MiB max pending writes, no rate
-/// limit, restart type transient, 1 KiB read buffer.
+/// limit, restart type transient. Reads go through one 64 KiB buffer shared by
+/// the thread's connections: an idle connection holds no read buffer.
 ///
 /// Header values are secrets (tokens, API keys): `Debug` prints only names.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct ClientConfig {
     /// The core's lifecycle, retry, heartbeat, limits and rate limit.
     pub connection: ConnectionConfig,
@@ -33,25 +34,6 @@ pub struct ClientConfig {
     pub tls: TlsRoots,
     /// Restart type under a supervisor.
     pub restart: RestartType,
-    /// Unused (kept for compatibility): reads go through one 64 KiB buffer
-    /// shared by the thread's connections; see
-    /// [`crate::transport::TransportConfig::read_buffer_size`].
-    pub read_buffer_size: usize,
-}
-
-impl Default for ClientConfig {
-    fn default() -> Self {
-        ClientConfig {
-            connection: ConnectionConfig::default(),
-            session: SessionConfig::default(),
-            hooks: None,
-            subscriptions: Vec::new(),
-            headers: Vec::new(),
-            tls: TlsRoots::default(),
-            restart: RestartType::default(),
-            read_buffer_size: 1024,
-        }
-    }
 }
 
 impl ClientConfig {
@@ -83,7 +65,6 @@ impl fmt::Debug for ClientConfig {
             .field("headers", &headers)
             .field("tls", &self.tls)
             .field("restart", &self.restart)
-            .field("read_buffer_size", &self.read_buffer_size)
             .finish()
     }
 }

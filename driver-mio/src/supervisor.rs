@@ -281,7 +281,6 @@ impl ClientSupervisor {
         let tcfg = Arc::new(TransportConfig {
             max_message_size: max,
             max_frame_size: max,
-            read_buffer_size: config.read_buffer_size,
             // Writes are batched by the loop; the bound is the core's max_pending_bytes
             // plus one maximal message, so an admitted send always fits.
             max_write_buffer_size: config.connection.max_pending_bytes.saturating_add(max),

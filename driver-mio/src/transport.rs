@@ -58,13 +58,6 @@ pub struct TransportConfig {
     pub max_message_size: usize,
     /// Largest incoming frame payload. Default 16 MiB.
     pub max_frame_size: usize,
-    /// Unused since the transport has its own frame codec (kept so that
-    /// existing configurations still build): reads go into one 64 KiB
-    /// buffer shared by every connection of the thread, never zero-filled
-    /// again, and only a frame left unfinished by a read is kept per
-    /// connection (freed when it completes). An idle connection holds no
-    /// read buffer. Measurements: `driver-mio/PERF.md`.
-    pub read_buffer_size: usize,
     /// Capacity of the outgoing buffer kept after it drains; anything larger
     /// (after a burst or a big message) is released. Default 16 KiB.
     pub write_buffer_size: usize,
@@ -92,7 +85,6 @@ impl Default for TransportConfig {
         TransportConfig {
             max_message_size: 16 << 20,
             max_frame_size: 16 << 20,
-            read_buffer_size: 1 << 10,
             write_buffer_size: 16 << 10,
             max_write_buffer_size: 1 << 20,
             headers: Vec::new(),
@@ -111,7 +103,6 @@ impl fmt::Debug for TransportConfig {
         f.debug_struct("TransportConfig")
             .field("max_message_size", &self.max_message_size)
             .field("max_frame_size", &self.max_frame_size)
-            .field("read_buffer_size", &self.read_buffer_size)
             .field("write_buffer_size", &self.write_buffer_size)
             .field("max_write_buffer_size", &self.max_write_buffer_size)
             .field("headers", &names)

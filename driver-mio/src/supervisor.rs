@@ -393,10 +393,10 @@ impl ClientSupervisor {
             .as_mut()
             .ok_or(Error::Send(SendError::NotConnected))?;
         match t.send(&self.registry, msg) {
-            Ok(()) => {
-                self.reschedule(key);
-                Ok(())
-            }
+            // No `reschedule`: `handle_send` moves no core deadline (it
+            // checks the phase, counts and charges the rate limiter, whose
+            // refill is not a timer); every path that can runs `drive`.
+            Ok(()) => Ok(()),
             Err(SendFailure::Backpressure(_)) => Err(Error::Send(SendError::QueueFull)),
             Err(SendFailure::NotOpen(_)) => Err(Error::Send(SendError::NotConnected)),
             Err(SendFailure::Failed) => {

@@ -6,7 +6,7 @@ use crate::config::ClientConfig;
 use crate::error::ClientId;
 use crate::event::{ClientEvent, Message};
 use crate::resolve::{resolve_inline, Resolver};
-use crate::transport::{Transport, TransportConfig, TransportEvent};
+use crate::transport::{EventSink, Transport, TransportConfig, TransportEvent};
 use crate::url::Target;
 use mio::{Registry, Token};
 use std::collections::VecDeque;
@@ -17,6 +17,48 @@ use zenws_core::session::{Session, SessionEvent, Step};
 use zenws_core::{
     Action, Connection, Delivery, Epoch, Error as Reason, Event, ExitReason, Instant,
 };
+
+/// Takes the transport's events as they are decoded (see `on_ready`).
+struct Direct<'a> {
+    /// Still handling events here (false once one went to `rest`: order).
+    direct: bool,
+    conn: &'a mut Connection,
+    id: ClientId,
+    now: Instant,
+    epoch: Epoch,
+    events: &'a mut VecDeque<ClientEvent>,
+    rest: &'a mut Vec<TransportEvent>,
+}
+
+impl EventSink for Direct<'_> {
+    fn event(&mut self, ev: TransportEvent) {
+        if !self.direct {
+            return self.rest.push(ev);
+        }
+        let (now, epoch) = (self.now, self.epoch);
+        let message = match ev {
+            TransportEvent::Text(t) => Message::Text(t),
+            TransportEvent::Binary(b) => Message::Binary(b),
+            TransportEvent::Open => return self.conn.handle_open(now, epoch),
+            // The transport queues the pong itself; the core only notes it.
+            TransportEvent::Ping(p) => {
+                self.conn.handle_ping(now, epoch, &p);
+                return;
+            }
+            TransportEvent::Pong(p) => return self.conn.handle_pong(now, epoch, &p),
+            ev @ (TransportEvent::Closed { .. } | TransportEvent::Failed { .. }) => {
+                self.direct = false;
+                return self.rest.push(ev);
+            }
+        };
+        if self.conn.handle_message(now, epoch, message.as_bytes()) == Delivery::Deliver {
+            self.events.push_back(ClientEvent::Message {
+                id: self.id,
+                message,
+            });
+        }
+    }
+}
 
 /// The session type the driver uses: 64 channels of ≤ 96 bytes, 64 requests in flight.
 pub(crate) type DriverSession = Session<64, 96, 64>;
@@ -200,8 +242,24 @@ impl Slot {
             return;
         };
         ctx.scratch.clear();
-        t.handle_event(ctx.registry, readable, writable, ctx.scratch);
         let epoch = self.conn.epoch();
+        // Without a session, what the transport decodes goes straight to the
+        // core and the event queue; the end of the connection (and, with a
+        // session, everything: its events may drop the transport) comes
+        // back through `scratch`.
+        let mut sink = Direct {
+            direct: self.session.is_none(),
+            conn: &mut self.conn,
+            id: self.id,
+            now,
+            epoch,
+            events: ctx.events,
+            rest: ctx.scratch,
+        };
+        t.handle_event_into(ctx.registry, readable, writable, &mut sink);
+        if ctx.scratch.is_empty() {
+            return;
+        }
         let mut events = std::mem::take(ctx.scratch);
         for ev in events.drain(..) {
             match ev {

@@ -143,6 +143,18 @@ pub enum TransportEvent {
     },
 }
 
+/// Where decoded events go, one at a time, in order.
+pub(crate) trait EventSink {
+    /// The next event.
+    fn event(&mut self, ev: TransportEvent);
+}
+
+impl EventSink for Vec<TransportEvent> {
+    fn event(&mut self, ev: TransportEvent) {
+        self.push(ev);
+    }
+}
+
 /// Why [`Transport::send`] did not take a message.
 #[derive(Debug)]
 pub enum SendFailure {
@@ -337,6 +349,18 @@ impl Transport {
         writable: bool,
         out: &mut Vec<TransportEvent>,
     ) {
+        self.handle_event_into(registry, readable, writable, out);
+    }
+
+    /// [`Transport::handle_event`] handing each event to `out` as it is
+    /// decoded (the loop delivers messages without an intermediate `Vec`).
+    pub(crate) fn handle_event_into(
+        &mut self,
+        registry: &Registry,
+        readable: bool,
+        writable: bool,
+        out: &mut dyn EventSink,
+    ) {
         if readable {
             if let Some(s) = self.stream_mut() {
                 s.set_readable();
@@ -350,7 +374,7 @@ impl Transport {
         }
         self.update_interest(registry);
         if let Some(ev) = self.deferred.take() {
-            out.push(*ev);
+            out.event(*ev);
         }
     }
 
@@ -494,7 +518,7 @@ impl Transport {
         }
     }
 
-    fn on_connecting(&mut self, registry: &Registry, out: &mut Vec<TransportEvent>) {
+    fn on_connecting(&mut self, registry: &Registry, out: &mut dyn EventSink) {
         let State::Connecting(c) = &self.state else {
             return;
         };
@@ -522,7 +546,7 @@ impl Transport {
     }
 
     /// Drive TLS + upgrade (state `Handshaking`).
-    fn advance_handshake(&mut self, registry: &Registry, out: &mut Vec<TransportEvent>) {
+    fn advance_handshake(&mut self, registry: &Registry, out: &mut dyn EventSink) {
         let State::Handshaking(h) = &mut self.state else {
             return;
         };
@@ -535,7 +559,7 @@ impl Transport {
                 log::debug!("{:?}: upgraded (HTTP {})", self.token, up.status);
                 let (stream, tail) = (*h).into_parts(&up);
                 self.state = State::Open(Conn::new(stream, self.max_frame, self.max_message));
-                out.push(TransportEvent::Open);
+                out.event(TransportEvent::Open);
                 // Frames that came in the same segment as the 101.
                 let mut done = Ingested::default();
                 if !tail.is_empty() && !self.ingest(registry, &tail, &mut done, out) {
@@ -558,7 +582,7 @@ impl Transport {
         registry: &Registry,
         readable: bool,
         writable: bool,
-        out: &mut Vec<TransportEvent>,
+        out: &mut dyn EventSink,
     ) {
         self.on_open_after(registry, readable, writable, false, out);
     }
@@ -571,7 +595,7 @@ impl Transport {
         readable: bool,
         writable: bool,
         data: bool,
-        out: &mut Vec<TransportEvent>,
+        out: &mut dyn EventSink,
     ) {
         let State::Open(c) = &mut self.state else {
             return;
@@ -609,7 +633,7 @@ impl Transport {
         registry: &Registry,
         buf: &mut [u8],
         data: bool,
-        out: &mut Vec<TransportEvent>,
+        out: &mut dyn EventSink,
     ) {
         let mut done = Ingested {
             data,
@@ -662,7 +686,7 @@ impl Transport {
         registry: &Registry,
         input: &[u8],
         done: &mut Ingested,
-        out: &mut Vec<TransportEvent>,
+        out: &mut dyn EventSink,
     ) -> bool {
         let State::Open(c) = &mut self.state else {
             return false;

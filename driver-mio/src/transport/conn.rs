@@ -21,7 +21,7 @@ use zenws_core::Error;
 
 use super::codec::{self, CodecError, Decoder, Frame, MaskRng};
 use super::stream::{classify_io, Stream};
-use super::TransportEvent;
+use super::{EventSink, TransportEvent};
 
 /// The shared read buffer's size: the most one `read` asks for.
 pub(super) const READ_BUF: usize = 64 << 10;
@@ -193,7 +193,7 @@ impl Conn {
         &mut self,
         input: &[u8],
         done: &mut Ingested,
-        out: &mut Vec<TransportEvent>,
+        out: &mut dyn EventSink,
     ) -> Result<(), WsError> {
         let mut pos = 0;
         let mut wrote = false;
@@ -211,7 +211,7 @@ impl Conn {
         pos: &mut usize,
         wrote: &mut bool,
         done: &mut Ingested,
-        out: &mut Vec<TransportEvent>,
+        out: &mut dyn EventSink,
     ) -> Result<(), WsError> {
         while *pos < input.len() {
             let (n, frame) = self
@@ -230,11 +230,11 @@ impl Conn {
             match frame {
                 Frame::Text(t) => {
                     done.data = true;
-                    out.push(TransportEvent::Text(t.into_utf8_bytes()));
+                    out.event(TransportEvent::Text(t.into_utf8_bytes()));
                 }
                 Frame::Binary(b) => {
                     done.data = true;
-                    out.push(TransportEvent::Binary(b.into_bytes()));
+                    out.event(TransportEvent::Binary(b.into_bytes()));
                 }
                 Frame::Ping(p) => {
                     // No pong once we sent our close frame (as tungstenite).
@@ -243,9 +243,9 @@ impl Conn {
                             .map_err(WsError::Io)?;
                         *wrote = true;
                     }
-                    out.push(TransportEvent::Ping(p.into_bytes()));
+                    out.event(TransportEvent::Ping(p.into_bytes()));
                 }
-                Frame::Pong(p) => out.push(TransportEvent::Pong(p.into_bytes())),
+                Frame::Pong(p) => out.event(TransportEvent::Pong(p.into_bytes())),
                 Frame::Close(close) => {
                     let info = match self.ws {
                         WsState::Active => {

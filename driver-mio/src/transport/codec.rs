@@ -526,21 +526,73 @@ pub(crate) fn apply_mask(buf: &mut [u8], key: [u8; 4]) {
     }
 }
 
-/// Append one masked client frame (FIN set) to `out`.
-pub(crate) fn encode(out: &mut Vec<u8>, op: u8, fin: bool, payload: &[u8], key: [u8; 4]) {
-    let len = payload.len();
-    out.reserve(14 + len);
-    out.push(if fin { 0x80 } else { 0 } | (op & 0x0F));
-    if len < 126 {
-        out.push(0x80 | len as u8);
+/// Payloads up to this size are framed on the stack ([`encode_into`] into a
+/// [`SMALL_FRAME`]-byte array) and written with one call.
+pub(crate) const SMALL_PAYLOAD: usize = SMALL_FRAME - 14;
+/// See [`SMALL_PAYLOAD`].
+pub(crate) const SMALL_FRAME: usize = 256;
+
+/// A masked client frame's header and key into `h`; returns its length
+/// (6, 8 or 14).
+fn header(h: &mut [u8; 14], op: u8, fin: bool, len: usize, key: [u8; 4]) -> usize {
+    h[0] = if fin { 0x80 } else { 0 } | (op & 0x0F);
+    let n = if len < 126 {
+        h[1] = 0x80 | len as u8;
+        2
     } else if len <= 0xFFFF {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
+        h[1] = 0x80 | 126;
+        h[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
     } else {
-        out.push(0x80 | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
+        h[1] = 0x80 | 127;
+        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    h[n..n + 4].copy_from_slice(&key);
+    n + 4
+}
+
+/// `dst = src` XOR `key` (RFC 6455 §5.3), 8 bytes at a time; equal lengths.
+fn mask_copy(dst: &mut [u8], src: &[u8], key: [u8; 4]) {
+    let wide = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(s);
+        d.copy_from_slice(&(u64::from_ne_bytes(w) ^ wide).to_ne_bytes());
     }
-    out.extend_from_slice(&key);
+    for (i, (d, s)) in d.into_remainder().iter_mut().zip(s.remainder()).enumerate() {
+        *d = s ^ key[i & 3];
+    }
+}
+
+/// Write one masked client frame into `buf` (header, key, and the payload
+/// masked as it is copied: one pass); returns the frame's length. `buf`
+/// must hold 14 + `payload.len()` bytes.
+pub(crate) fn encode_into(
+    buf: &mut [u8],
+    op: u8,
+    fin: bool,
+    payload: &[u8],
+    key: [u8; 4],
+) -> usize {
+    let mut h = [0u8; 14];
+    let n = header(&mut h, op, fin, payload.len(), key);
+    buf[..n].copy_from_slice(&h[..n]);
+    let end = n + payload.len();
+    mask_copy(&mut buf[n..end], payload, key);
+    end
+}
+
+/// Append one masked client frame to `out`.
+pub(crate) fn encode(out: &mut Vec<u8>, op: u8, fin: bool, payload: &[u8], key: [u8; 4]) {
+    let mut h = [0u8; 14];
+    let n = header(&mut h, op, fin, payload.len(), key);
+    out.reserve(n + payload.len());
+    out.extend_from_slice(&h[..n]);
     let start = out.len();
     out.extend_from_slice(payload);
     apply_mask(&mut out[start..], key);

@@ -414,6 +414,22 @@ fn encoder_masks_and_lengths() {
 }
 
 #[test]
+fn encode_into_matches_encode() {
+    let mut rng = MaskRng::with_seed(11);
+    for len in (0..=SMALL_PAYLOAD).chain([126, 300, 65535, 65536]) {
+        let p: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+        let key = rng.next_key();
+        for (op, fin) in [(OP_TEXT, true), (OP_BINARY, false), (OP_PONG, true)] {
+            let mut want = Vec::new();
+            encode(&mut want, op, fin, &p, key);
+            let mut buf = vec![0xEE; len + 14];
+            let n = encode_into(&mut buf, op, fin, &p, key);
+            assert_eq!(&buf[..n], &want[..], "len {len} op {op} fin {fin}");
+        }
+    }
+}
+
+#[test]
 fn mask_keys_vary_and_seeds_differ() {
     let mut rng = MaskRng::with_seed(1);
     let keys: std::collections::HashSet<[u8; 4]> = (0..1000).map(|_| rng.next_key()).collect();

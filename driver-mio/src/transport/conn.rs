@@ -8,9 +8,10 @@
 //! straight from it, and only what a read leaves unfinished (a cut header,
 //! a partial or fragmented message) stays with the connection, in the
 //! decoder, freed when the message completes. An idle connection holds no
-//! read buffer. Outgoing frames are built in a per-thread scratch `Vec`
-//! (header + masked payload, the one copy) and handed to the stream, which
-//! writes them straight to the socket or keeps what it does not take.
+//! read buffer. Outgoing frames are built on the stack (payloads up to
+//! `codec::SMALL_PAYLOAD`) or in a per-thread scratch `Vec` (header +
+//! masked payload, the one copy) and handed to the stream, which writes
+//! them straight to the socket or keeps what it does not take.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -156,6 +157,12 @@ impl Conn {
     /// gone). Not flushed: see [`Conn::flush`].
     pub(super) fn send_frame(&mut self, op: u8, fin: bool, payload: &[u8]) -> io::Result<()> {
         let key = self.rng.next_key();
+        if payload.len() <= codec::SMALL_PAYLOAD {
+            // Small frames: built on the stack, one write.
+            let mut buf = [0u8; codec::SMALL_FRAME];
+            let n = codec::encode_into(&mut buf, op, fin, payload, key);
+            return ignore_would_block(self.stream.write_all(&buf[..n]));
+        }
         self.with_scratch(|buf| codec::encode(buf, op, fin, payload, key))
     }
 

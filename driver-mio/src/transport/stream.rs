@@ -269,6 +269,10 @@ impl Write for Stream {
 
     /// `Ok` once every byte is in the kernel; `WouldBlock` while some wait.
     fn flush(&mut self) -> io::Result<()> {
+        if self.tls.is_none() && self.pending() == 0 {
+            // Nothing queued (and `flush_out` compacted when it drained).
+            return Ok(());
+        }
         self.drain_tls();
         self.flush_out()
     }

@@ -767,6 +767,15 @@ impl Transport {
     }
 
     fn update_interest(&mut self, registry: &Registry) {
+        // The steady state, checked first: open, nothing queued, READABLE.
+        if let State::Open(c) = &self.state {
+            if c.stream.pending() == 0
+                && self.held_error.is_none()
+                && self.interest == Some(Interest::READABLE)
+            {
+                return;
+            }
+        }
         let want = match self.stream() {
             None => return,
             Some(s) => match &self.state {

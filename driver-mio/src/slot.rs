@@ -454,13 +454,15 @@ impl Slot {
                 };
                 ctx.events.extend(out);
             }
-            if self.conn.is_open() {
+            if self.session.is_some() && self.conn.is_open() {
                 while let Some(step) = self.session.as_mut().and_then(|s| s.poll_step(now)) {
                     busy = true;
                     self.send_step(now, step, ctx);
                 }
             }
-            busy |= self.session_events(now, ctx);
+            if self.session.is_some() {
+                busy |= self.session_events(now, ctx);
+            }
             if !busy {
                 return exit;
             }

@@ -176,7 +176,11 @@ pub(crate) struct Utf8Validator {
 }
 
 impl Utf8Validator {
-    pub(crate) fn feed(&mut self, mut input: &[u8]) -> Result<(), CodecError> {
+    /// Validate the next piece and append the text it completes to `out`
+    /// (a sequence cut at the end waits in the validator). Each byte is
+    /// validated once: the piece is split before its last lead byte, the
+    /// head checked with one `from_utf8`, the ≤ 4-byte tail on its own.
+    pub(crate) fn feed(&mut self, mut input: &[u8], out: &mut String) -> Result<(), CodecError> {
         if self.len > 0 {
             let have = usize::from(self.len);
             let width = match self.carry[0] {
@@ -188,7 +192,10 @@ impl Utf8Validator {
             self.carry[have..have + take].copy_from_slice(&input[..take]);
             let now = have + take;
             match str::from_utf8(&self.carry[..now]) {
-                Ok(_) => self.len = 0,
+                Ok(s) => {
+                    out.push_str(s);
+                    self.len = 0;
+                }
                 // Still a valid prefix (and `input` is used up).
                 Err(e) if e.error_len().is_none() => {
                     self.len = now as u8;
@@ -198,13 +205,33 @@ impl Utf8Validator {
             }
             input = &input[take..];
         }
-        match str::from_utf8(input) {
-            Ok(_) => Ok(()),
+        // The last byte that is not a continuation byte (within 4 of the
+        // end): everything before it ends on a character boundary if valid.
+        let split = input
+            .iter()
+            .rev()
+            .take(4)
+            .position(|&b| b & 0xC0 != 0x80)
+            .map_or(0, |back| input.len() - 1 - back);
+        let (head, tail) = input.split_at(split);
+        // `head` is followed by a lead byte (or nothing), so a sequence it
+        // leaves cut can never be completed: any error is final.
+        out.push_str(str::from_utf8(head).map_err(|_| CodecError::Utf8)?);
+        match str::from_utf8(tail) {
+            Ok(t) => {
+                out.push_str(t);
+                Ok(())
+            }
+            // std reports `None` only for a valid but cut sequence (≤ 3 bytes).
             Err(e) if e.error_len().is_none() => {
-                // std reports `None` only for a valid but cut sequence (≤ 3 bytes).
-                let tail = &input[e.valid_up_to()..];
-                self.carry[..tail.len()].copy_from_slice(tail);
-                self.len = tail.len() as u8;
+                let cut = &tail[e.valid_up_to()..];
+                // Only a complete prefix of `tail` can be valid before it
+                // (`tail` starts with its single lead byte).
+                if e.valid_up_to() > 0 {
+                    return Err(CodecError::Utf8);
+                }
+                self.carry[..cut.len()].copy_from_slice(cut);
+                self.len = cut.len() as u8;
                 Ok(())
             }
             Err(_) => Err(CodecError::Utf8),
@@ -236,8 +263,11 @@ pub(crate) struct Decoder {
     /// not arrive whole, cleared when its final frame is complete.
     msg_op: u8,
     cur: Option<Current>,
-    /// The data message so far (freed when handed over).
+    /// The binary message so far (freed when handed over).
     msg: Vec<u8>,
+    /// The text message so far, validated as it arrives (freed when handed
+    /// over; no second UTF-8 pass).
+    text: String,
     /// A control frame's payload that spans reads (≤ 125 bytes).
     ctrl: Vec<u8>,
     utf8: Utf8Validator,
@@ -322,6 +352,7 @@ impl Decoder {
             msg_op: 0,
             cur: None,
             msg: Vec::new(),
+            text: String::new(),
             ctrl: Vec::new(),
             utf8: Utf8Validator::default(),
         }
@@ -331,7 +362,7 @@ impl Decoder {
     /// messages).
     #[cfg(test)]
     pub(crate) fn buffered(&self) -> usize {
-        self.msg.capacity() + self.ctrl.capacity()
+        self.msg.capacity() + self.text.capacity() + self.ctrl.capacity()
     }
 
     /// Parse from `input` until one message or control frame is complete
@@ -392,9 +423,19 @@ impl Decoder {
                     if op != OP_CONT {
                         self.msg_op = op;
                     }
-                    let want = (self.msg.len() as u64).saturating_add(len.min(RESERVE_CAP));
-                    if want > self.msg.capacity() as u64 {
-                        self.msg.reserve_exact(want as usize - self.msg.len());
+                    let (have, cap) = if self.msg_op == OP_TEXT {
+                        (self.text.len(), self.text.capacity())
+                    } else {
+                        (self.msg.len(), self.msg.capacity())
+                    };
+                    let want = (have as u64).saturating_add(len.min(RESERVE_CAP));
+                    if want > cap as u64 {
+                        let more = want as usize - have;
+                        if self.msg_op == OP_TEXT {
+                            self.text.reserve_exact(more);
+                        } else {
+                            self.msg.reserve_exact(more);
+                        }
                     }
                 }
                 self.cur = Some(Current {
@@ -415,9 +456,10 @@ impl Decoder {
                 self.ctrl.extend_from_slice(chunk);
             } else {
                 if self.msg_op == OP_TEXT {
-                    self.utf8.feed(chunk)?;
+                    self.utf8.feed(chunk, &mut self.text)?;
+                } else {
+                    self.msg.extend_from_slice(chunk);
                 }
-                self.msg.extend_from_slice(chunk);
             }
             if cur.remaining == 0 {
                 self.cur = None;
@@ -427,14 +469,11 @@ impl Decoder {
                 }
                 if cur.fin {
                     let op = std::mem::replace(&mut self.msg_op, 0);
-                    let v = std::mem::take(&mut self.msg);
                     let frame = if op == OP_TEXT {
                         self.utf8.finish()?;
-                        Frame::Text(Text::Owned(
-                            String::from_utf8(v).map_err(|_| CodecError::Utf8)?,
-                        ))
+                        Frame::Text(Text::Owned(std::mem::take(&mut self.text)))
                     } else {
-                        Frame::Binary(Payload::Owned(v))
+                        Frame::Binary(Payload::Owned(std::mem::take(&mut self.msg)))
                     };
                     return Ok((pos, Some(frame)));
                 }
@@ -467,7 +506,10 @@ impl Decoder {
                 "new data frame while a fragmented message is unfinished",
             ));
         }
-        let size = (self.msg.len() as u64).saturating_add(len);
+        // Bytes of the message so far (a cut UTF-8 sequence waits in the
+        // validator).
+        let so_far = self.msg.len() + self.text.len() + usize::from(self.utf8.len);
+        let size = (so_far as u64).saturating_add(len);
         if size > self.max_message {
             return Err(CodecError::TooLarge {
                 size,

@@ -348,8 +348,11 @@ fn close_frames() {
 
 #[test]
 fn utf8_validator_matches_std_on_every_split() {
-    let samples: [&[u8]; 8] = [
+    let samples: [&[u8]; 11] = [
         "plain ascii".as_bytes(),
+        "aκ𝄞b€".as_bytes(),
+        b"a\xE2\x28\xA1",
+        b"\xF0\x9F\x98\x80\x80",
         "κόσμε".as_bytes(),
         "𝄞𝄞".as_bytes(),
         b"\xC0\x80",
@@ -363,11 +366,15 @@ fn utf8_validator_matches_std_on_every_split() {
         for cut in 0..=s.len() {
             for cut2 in cut..=s.len() {
                 let mut v = Utf8Validator::default();
-                let ok = v.feed(&s[..cut]).is_ok()
-                    && v.feed(&s[cut..cut2]).is_ok()
-                    && v.feed(&s[cut2..]).is_ok()
+                let mut text = String::new();
+                let ok = v.feed(&s[..cut], &mut text).is_ok()
+                    && v.feed(&s[cut..cut2], &mut text).is_ok()
+                    && v.feed(&s[cut2..], &mut text).is_ok()
                     && v.finish().is_ok();
                 assert_eq!(ok, want, "{s:?} cut at {cut}/{cut2}");
+                if ok {
+                    assert_eq!(text.as_bytes(), s, "{s:?} cut at {cut}/{cut2}");
+                }
             }
         }
     }

@@ -307,7 +307,12 @@ impl ClientSupervisor {
     }
 
     fn key_of(&self, id: ClientId) -> Result<usize, Error> {
-        self.ids.get(&id).copied().ok_or(Error::UnknownClient(id))
+        // `ok_or_else`: an eager `Error` would be built and dropped (drop
+        // glue of a non-trivial enum) on every successful lookup.
+        self.ids
+            .get(&id)
+            .copied()
+            .ok_or_else(|| Error::UnknownClient(id))
     }
 
     /// Stop a client: close handshake (1000), a normal exit, never restarted.
@@ -391,7 +396,7 @@ impl ClientSupervisor {
         let t = slot
             .transport
             .as_mut()
-            .ok_or(Error::Send(SendError::NotConnected))?;
+            .ok_or_else(|| Error::Send(SendError::NotConnected))?;
         match t.send(&self.registry, msg) {
             // No `reschedule`: `handle_send` moves no core deadline (it
             // checks the phase, counts and charges the rate limiter, whose

@@ -92,7 +92,8 @@ pub const TOKEN_SPAN: usize = 1 << 24;
 /// ```
 pub struct ClientSupervisor {
     poll: Option<Poll>,
-    mio_events: Events,
+    /// Taken out while a turn iterates it (`None` only then).
+    mio_events: Option<Events>,
     registry: Registry,
     waker: Arc<Waker>,
     token_offset: usize,
@@ -174,7 +175,7 @@ impl ClientSupervisor {
         let clock: Box<dyn Clock> = Box::new(MonotonicClock::new());
         Ok(ClientSupervisor {
             poll: None,
-            mio_events: Events::with_capacity(1024),
+            mio_events: Some(Events::with_capacity(1024)),
             registry,
             waker,
             token_offset,
@@ -597,12 +598,15 @@ impl ClientSupervisor {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let res = poll.poll(&mut self.mio_events, wait);
+        let mut events = self
+            .mio_events
+            .take()
+            .unwrap_or_else(|| Events::with_capacity(1024));
+        let res = poll.poll(&mut events, wait);
         let result = match res {
             Ok(()) => {
                 // One clock read for the whole turn.
                 let now = self.read_clock();
-                let events = std::mem::replace(&mut self.mio_events, Events::with_capacity(0));
                 let mut woken = false;
                 for ev in events.iter() {
                     if ev.token().0 == self.token_offset {
@@ -611,13 +615,13 @@ impl ClientSupervisor {
                         self.on_mio_event(ev, now);
                     }
                 }
-                self.mio_events = events;
                 self.process_at(now, woken);
                 Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(()),
             Err(e) => Err(Error::Io(e)),
         };
+        self.mio_events = Some(events);
         self.poll = Some(poll);
         result
     }

@@ -675,6 +675,13 @@ impl Transport {
             if !self.ingest(registry, &buf[..n], &mut done, out) {
                 return;
             }
+            // A short read emptied the socket: the next read would only say
+            // `WouldBlock` (without a syscall), so stop here.
+            if let State::Open(c) = &self.state {
+                if c.stream.known_drained() {
+                    return;
+                }
+            }
             // Keep going after the peer's close: the next read may see EOF.
         }
     }

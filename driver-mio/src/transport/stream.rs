@@ -87,6 +87,16 @@ impl Stream {
         self.read_closed |= read_closed;
     }
 
+    /// The next read would return `WouldBlock` without asking the socket
+    /// (see `drained`): the reader may stop now.
+    pub(crate) fn known_drained(&self) -> bool {
+        self.drained
+            && self.short_reads
+            && !self.read_closed
+            && self.tls.is_none()
+            && cfg!(not(windows))
+    }
+
     /// Wire bytes waiting for the socket.
     pub(crate) fn pending(&self) -> usize {
         self.out.len() - self.head
@@ -207,7 +217,7 @@ impl Read for Stream {
         if self.tls.is_some() {
             return self.read_tls(buf);
         }
-        if self.drained && self.short_reads && !self.read_closed && cfg!(not(windows)) {
+        if self.known_drained() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         loop {

@@ -373,6 +373,31 @@ impl Decoder {
         &mut self,
         input: &'a [u8],
     ) -> Result<(usize, Option<Frame<'a>>), CodecError> {
+        // Fast path, the common frame: a whole, final, unmasked text or
+        // binary frame with a 7-bit length, no extension bits, nothing in
+        // progress, within the limits. Anything else (including every error)
+        // takes the general path below, which accepts the same frames.
+        if let [b0, b1, rest @ ..] = input {
+            let len = usize::from(*b1);
+            if self.cur.is_none()
+                && self.hdr_len == 0
+                && self.msg_op == 0
+                && len < 126
+                && len <= rest.len()
+                && len as u64 <= self.max_frame
+                && len as u64 <= self.max_message
+            {
+                let p = &rest[..len];
+                match *b0 {
+                    0x81 => {
+                        let t = str::from_utf8(p).map_err(|_| CodecError::Utf8)?;
+                        return Ok((2 + len, Some(Frame::Text(Text::Borrowed(t)))));
+                    }
+                    0x82 => return Ok((2 + len, Some(Frame::Binary(Payload::Borrowed(p))))),
+                    _ => {}
+                }
+            }
+        }
         let mut pos = 0;
         loop {
             if self.cur.is_none() {

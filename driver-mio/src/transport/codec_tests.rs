@@ -263,6 +263,41 @@ fn size_limits() {
 }
 
 #[test]
+fn size_limits_on_whole_small_frames() {
+    // Whole 7-bit-length frames in one input (the decoder's fast path).
+    let mut d = Decoder::new(10, 15);
+    let e = run(&mut d, &frame(OP_BINARY, true, &[0; 11]), 0).1;
+    assert_eq!(e, Some(CodecError::TooLarge { size: 11, max: 10 }));
+    let mut d = Decoder::new(20, 5);
+    let e = run(&mut d, &frame(OP_TEXT, true, b"012345"), 0).1;
+    assert_eq!(e, Some(CodecError::TooLarge { size: 6, max: 5 }));
+    let mut d = Decoder::new(10, 10);
+    let mut input = frame(OP_TEXT, true, b"0123456789");
+    input.extend(frame(OP_BINARY, true, b"0123456789"));
+    assert_eq!(run(&mut d, &input, 0).1, None);
+    // RSV bits, a masked frame, bad UTF-8: refused as on the general path.
+    let mut bad = frame(OP_TEXT, true, b"hi");
+    bad[0] |= 0x40;
+    assert!(matches!(
+        run(&mut Decoder::new(99, 99), &bad, 0).1,
+        Some(CodecError::Protocol(_))
+    ));
+    let mut masked = frame(OP_BINARY, true, b"hi");
+    masked[1] |= 0x80;
+    assert!(matches!(
+        run(&mut Decoder::new(99, 99), &masked, 0).1,
+        Some(CodecError::Protocol(_))
+    ));
+    let e = run(
+        &mut Decoder::new(99, 99),
+        &frame(OP_TEXT, true, b"a\xFFb"),
+        0,
+    )
+    .1;
+    assert_eq!(e, Some(CodecError::Utf8));
+}
+
+#[test]
 fn invalid_utf8_in_a_whole_frame() {
     check(
         &frame(OP_TEXT, true, b"ab\xFFcd"),

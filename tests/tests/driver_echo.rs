@@ -1,49 +1,13 @@
 //! The mio driver against real loopback servers: echo, many clients, reconnects.
 
-use std::time::{Duration, Instant};
-use zenws_core::HeartbeatConfig;
-use zenws_mio::{ClientConfig, ClientEvent, ClientId, ClientSupervisor};
+mod common;
+
+use common::{echoed, opened, quiet, run_until};
+
+use std::time::Duration;
+
+use zenws_mio::{ClientEvent, ClientId, ClientSupervisor};
 use zenws_tests::{EchoOptions, EchoServer, TestPki};
-
-/// Run the loop until `cond` holds or `secs` pass; returns every event seen.
-fn run_until(
-    sup: &mut ClientSupervisor,
-    secs: u64,
-    mut cond: impl FnMut(&mut ClientSupervisor, &[ClientEvent]) -> bool,
-) -> Vec<ClientEvent> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut seen = Vec::new();
-    while Instant::now() < deadline {
-        sup.run_once(Some(Duration::from_millis(20))).unwrap();
-        while let Some(ev) = sup.poll_event() {
-            seen.push(ev);
-        }
-        if cond(sup, &seen) {
-            return seen;
-        }
-    }
-    panic!(
-        "condition not met in {secs}s; events: {:#?}",
-        &seen[seen.len().saturating_sub(20)..]
-    );
-}
-
-fn opened(events: &[ClientEvent], id: ClientId) -> usize {
-    events
-        .iter()
-        .filter(|e| matches!(e, ClientEvent::Opened { id: i } if *i == id))
-        .count()
-}
-
-fn echoed(events: &[ClientEvent], id: ClientId, text: &str) -> bool {
-    events.iter().any(|e| matches!(e, ClientEvent::Message { id: i, message } if *i == id && message.as_text() == Some(text)))
-}
-
-fn quiet() -> ClientConfig {
-    let mut c = ClientConfig::default();
-    c.connection.heartbeat = HeartbeatConfig::none();
-    c
-}
 
 #[test]
 fn plain_echo_and_custom_header() {

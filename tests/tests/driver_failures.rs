@@ -3,9 +3,9 @@
 //! retry ladder), API misuse gets a typed error, and the loop and every
 //! other client keep running throughout.
 
-mod fault_common;
+mod common;
 
-use fault_common::*;
+use common::*;
 use std::time::{Duration, Instant};
 use zenws_core::retry::RetryCount;
 use zenws_core::supervisor::RestartType;

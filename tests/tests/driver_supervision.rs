@@ -3,9 +3,9 @@
 //! restart budget (escalation reported once, every child stopped, the
 //! supervisor terminated), and what does not count against it.
 
-mod fault_common;
+mod common;
 
-use fault_common::*;
+use common::*;
 use std::time::Duration;
 use zenws_core::retry::RetryCount;
 use zenws_core::supervisor::{RestartIntensity, RestartType, SupervisorConfig};

@@ -4,9 +4,9 @@
 //! and the restart budget, a slow server and backpressure, garbage and
 //! truncated frames.
 
-mod fault_common;
+mod common;
 
-use fault_common::*;
+use common::*;
 use std::time::Duration;
 use zenws_core::heartbeat::Strategy;
 use zenws_core::retry::RetryCount;

@@ -1,5 +1,5 @@
-//! Helpers shared by the driver failure, supervision and fault-injection
-//! tests: loop runners bounded by deadlines, event predicates, configs.
+//! Helpers shared by the driver integration tests (echo, failures, supervision,
+//! fault injection): loop runners bounded by deadlines, event predicates, configs.
 #![allow(dead_code)]
 
 use std::net::TcpListener;

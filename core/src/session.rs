@@ -332,6 +332,16 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
         }
     }
 
+    /// The caller has nothing to authenticate with on this socket (e.g. no
+    /// credentials configured): skip straight to restoring subscriptions,
+    /// without an `Authenticated` event.
+    pub fn skip_authentication(&mut self, now: Instant) {
+        if let Phase::Auth { id, .. } = self.phase {
+            self.requests.resolve(id);
+            self.phase = Phase::Subscribing { next: 0, at: now };
+        }
+    }
+
     /// The caller could not send `step` (rate limited, write queue full):
     /// it comes back from [`Session::poll_step`] at `retry_at`, so no
     /// authentication or subscribe batch is lost.
@@ -588,6 +598,35 @@ mod step_retry_tests {
             Some(Step::Subscribe { range, .. }) if range == (0..1)
         ));
         assert_eq!(s.poll_step(Instant::from_millis(60)), None);
+        assert_eq!(
+            s.poll_event(),
+            Some(SessionEvent::Restored {
+                epoch: 1,
+                channels: 1
+            })
+        );
+    }
+}
+
+#[cfg(test)]
+mod skip_auth_tests {
+    use super::*;
+
+    #[test]
+    fn skipped_authentication_goes_straight_to_restore() {
+        let cfg = SessionConfig {
+            authenticate: true,
+            ..SessionConfig::default()
+        };
+        let mut s: Session<4, 8, 4> = Session::new(cfg);
+        s.subscribe("a").unwrap();
+        let t0 = Instant::from_millis(0);
+        s.on_open(t0, 1);
+        assert!(matches!(s.poll_step(t0), Some(Step::Authenticate { .. })));
+        s.skip_authentication(t0);
+        assert_eq!(s.pending_requests(), 0);
+        assert!(matches!(s.poll_step(t0), Some(Step::Subscribe { .. })));
+        assert_eq!(s.poll_step(t0), None);
         assert_eq!(
             s.poll_event(),
             Some(SessionEvent::Restored {

@@ -33,6 +33,7 @@ mod handshake;
 mod stream;
 #[cfg(test)]
 mod tests;
+mod tls_session;
 
 use std::fmt;
 use std::mem;
@@ -49,7 +50,8 @@ use crate::tls::{self, TlsRoots};
 use crate::url::Target;
 use conn::{with_read_buf, Conn, Ingested, WsError, WsState};
 use handshake::{build_request, Handshake};
-use stream::{classify_io, classify_tls, Stream};
+use stream::{classify_io, Stream};
+use tls_session::classify_tls;
 
 /// Limits, buffers and request details for one connection.
 #[derive(Clone)]
@@ -59,7 +61,10 @@ pub struct TransportConfig {
     /// Largest incoming frame payload. Default 16 MiB.
     pub max_frame_size: usize,
     /// Capacity of the outgoing buffer kept after it drains; anything larger
-    /// (after a burst or a big message) is released. Default 16 KiB.
+    /// (after a burst or a big message) is released. Default 0: the buffer
+    /// only exists while bytes wait for a slow socket (or while a TLS
+    /// handshake is in flight), so an idle connection owns none; the price
+    /// is one allocation per backpressure episode.
     pub write_buffer_size: usize,
     /// Backpressure threshold: while this many bytes (or more) wait for the
     /// socket, [`Transport::send`] refuses with [`SendFailure::Backpressure`]
@@ -85,7 +90,7 @@ impl Default for TransportConfig {
         TransportConfig {
             max_message_size: 16 << 20,
             max_frame_size: 16 << 20,
-            write_buffer_size: 16 << 10,
+            write_buffer_size: 0,
             max_write_buffer_size: 1 << 20,
             headers: Vec::new(),
             tls: None,
@@ -299,24 +304,21 @@ impl Transport {
                     format!("{:?} is not a valid TLS server name", target.host),
                 )
             })?;
-            let conn = rustls::ClientConnection::new(config, name)
-                .map_err(|e| (classify_tls(&e), format!("TLS setup: {e}")))?;
-            Some(Box::new(conn))
+            Some((config, name))
         } else {
             None
         };
-        let mut tcp = TcpStream::connect(addr)
+        let tcp = TcpStream::connect(addr)
             .map_err(|e| (classify_io(&e), format!("connect to {addr}: {e}")))?;
+        let mut stream = Stream::new(tcp, tls, cfg.write_buffer_size)
+            .map_err(|e| (classify_tls(&e), format!("TLS setup: {e}")))?;
         let interest = Interest::READABLE | Interest::WRITABLE;
         registry
-            .register(&mut tcp, token, interest)
+            .register(stream.tcp_mut(), token, interest)
             .map_err(|e| (Error::Io, format!("register socket: {e}")))?;
         log::debug!("{token:?}: connecting to {target} at {addr}");
         Ok(Transport {
-            state: State::Connecting(Box::new(Handshake::new(
-                Stream::new(tcp, tls, cfg.write_buffer_size),
-                request,
-            ))),
+            state: State::Connecting(Box::new(Handshake::new(stream, request))),
             token,
             interest: Some(interest),
             deferred: None,

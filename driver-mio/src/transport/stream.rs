@@ -1,35 +1,46 @@
-//! The byte stream under tungstenite: a mio `TcpStream`, optionally wrapped
-//! in a rustls client, with our own outgoing buffer.
+//! The byte stream under the WebSocket layer: a mio `TcpStream`, optionally
+//! wrapped in TLS ([`TlsSession`]), with our own outgoing buffer.
 //!
 //! Writes never block and never fail with `WouldBlock`: bytes that the
 //! socket does not take now (plaintext, or TLS records) are kept in `out`
 //! and pushed on the next [`Stream::flush_out`]. `flush()` returns
-//! `WouldBlock` while anything is left, which is how tungstenite (and the
-//! transport) learn that WRITABLE interest is needed. Because every byte on
-//! its way out sits in `out` (tungstenite's own buffer is drained into it on
-//! every write), [`Stream::pending`] is the exact number of wire bytes not
+//! `WouldBlock` while anything is left, which is how the transport learns
+//! that WRITABLE interest is needed. Because every byte on its way out sits
+//! in `out` (TLS records are encoded onto it directly), [`Stream::pending`] is the exact number of wire bytes not
 //! yet handed to the kernel — the backpressure measure.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::sync::Arc;
 
 use mio::net::TcpStream;
-use rustls::ClientConnection;
+use rustls::pki_types::ServerName;
 use zenws_core::Error;
+
+use super::tls_session::{classify_tls, TlsFailure, TlsSession};
 
 /// Bytes worth compacting the buffer for (we keep a read offset instead of
 /// shifting the vector after every partial write).
 const COMPACT_AT: usize = 64 * 1024;
+/// Capacity the per-thread sealing buffer keeps after a large message.
+const SEALED_KEEP: usize = 64 * 1024;
+
+thread_local! {
+    /// TLS records on their way to a socket with nothing queued (see
+    /// [`Stream`]'s `Write`).
+    static SEALED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 pub(crate) struct Stream {
     tcp: TcpStream,
-    tls: Option<Box<ClientConnection>>,
+    tls: Option<Box<TlsSession>>,
     /// Wire bytes not yet written to the socket: `out[head..]`.
     out: Vec<u8>,
     head: usize,
     /// Capacity kept after the buffer drains; more is released.
     retain: usize,
-    /// Plain TCP only: the last read returned fewer bytes than asked for, so
+    /// The last socket read returned fewer bytes than asked for, so
     /// the socket's receive queue is empty until the next readable event
     /// ([`Stream::set_readable`]). With `short_reads` on, reads return
     /// `WouldBlock` without a syscall meanwhile. Safe with epoll/kqueue edge
@@ -44,27 +55,28 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
-    pub(crate) fn new(tcp: TcpStream, tls: Option<Box<ClientConnection>>, retain: usize) -> Stream {
-        let mut tls = tls;
-        if let Some(t) = tls.as_mut() {
-            // Plaintext written before the handshake ends (the HTTP upgrade
-            // request) waits inside rustls; afterwards we drain every record
-            // into `out` at once, so rustls's limit would only get in the way.
-            t.set_buffer_limit(None);
-        }
-        let mut s = Stream {
+    /// A plain stream, or (with `tls`) a TLS client for `name` whose
+    /// ClientHello is ready to go.
+    pub(crate) fn new(
+        tcp: TcpStream,
+        tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+        retain: usize,
+    ) -> Result<Stream, rustls::Error> {
+        let mut out = Vec::new();
+        let tls = match tls {
+            Some((config, name)) => Some(Box::new(TlsSession::new(config, name, &mut out)?)),
+            None => None,
+        };
+        Ok(Stream {
             tcp,
             tls,
-            out: Vec::new(),
+            out,
             head: 0,
             retain,
             drained: false,
             short_reads: false,
             read_closed: false,
-        };
-        // The ClientHello is ready as soon as the connection exists.
-        s.drain_tls();
-        s
+        })
     }
 
     pub(crate) fn tcp(&self) -> &TcpStream {
@@ -91,27 +103,17 @@ impl Stream {
     /// (see `drained`): the reader may stop now.
     pub(crate) fn known_drained(&self) -> bool {
         self.drained
-            && self.short_reads
-            && !self.read_closed
-            && self.tls.is_none()
-            && cfg!(not(windows))
+            && self.short_read_rule()
+            && !self.tls.as_ref().is_some_and(|t| t.has_plaintext())
+    }
+
+    fn short_read_rule(&self) -> bool {
+        self.short_reads && !self.read_closed && cfg!(not(windows))
     }
 
     /// Wire bytes waiting for the socket.
     pub(crate) fn pending(&self) -> usize {
         self.out.len() - self.head
-    }
-
-    /// Move every TLS record rustls has ready into `out` (never blocks).
-    fn drain_tls(&mut self) {
-        if let Some(tls) = self.tls.as_mut() {
-            while tls.wants_write() {
-                match tls.write_tls(&mut self.out) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-        }
     }
 
     /// Write `out` to the socket until it is empty (`Ok`) or the socket would
@@ -145,86 +147,79 @@ impl Stream {
         }
     }
 
+    /// Hand `bytes` to the socket if nothing is queued before them; keep
+    /// what it does not take (all of it, if something is queued).
+    fn write_through(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.pending() == 0 {
+            loop {
+                match self.tcp.write(bytes) {
+                    Ok(n) => {
+                        self.out.extend_from_slice(&bytes[n..]);
+                        return Ok(());
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.out.extend_from_slice(bytes);
+        Ok(())
+    }
+
     /// Best effort on the way out: TLS close_notify, one write attempt, FIN.
     pub(crate) fn shutdown(&mut self) {
         if let Some(tls) = self.tls.as_mut() {
-            tls.send_close_notify();
+            tls.close_notify(&mut self.out);
         }
-        self.drain_tls();
         let _ = self.flush_out();
         let _ = self.tcp.shutdown(Shutdown::Both);
         self.out = Vec::new();
         self.head = 0;
     }
-
-    fn read_tls(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let Some(tls) = self.tls.as_mut() else {
-                return Err(io::ErrorKind::NotConnected.into());
-            };
-            match tls.reader().read(buf) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-            // No plaintext buffered: pull more records off the socket.
-            match tls.read_tls(&mut self.tcp) {
-                Ok(_) => {} // Ok(0) = EOF: rustls remembers, the reader reports it
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-            if let Err(e) = tls.process_new_packets() {
-                log::debug!("tls: {e}");
-                // Send the alert rustls queued, best effort.
-                self.drain_tls();
-                let _ = self.flush_out();
-                return Err(io::Error::new(io::ErrorKind::InvalidData, TlsFailure(e)));
-            }
-            // Handshake replies, key updates, early plaintext: push them out.
-            self.drain_tls();
-            match self.flush_out() {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-/// The rustls error, carried inside the io::Error we hand to tungstenite so
-/// that [`classify_io`] can recover it even after tungstenite dropped us.
-#[derive(Debug)]
-struct TlsFailure(rustls::Error);
-
-impl std::fmt::Display for TlsFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TLS: {}", self.0)
-    }
-}
-
-impl std::error::Error for TlsFailure {}
-
-/// Certificate problems are fatal and distinct; everything else is `Tls`.
-pub(crate) fn classify_tls(e: &rustls::Error) -> Error {
-    match e {
-        rustls::Error::InvalidCertificate(_) => Error::TlsCertificate,
-        _ => Error::Tls,
-    }
 }
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.tls.is_some() {
-            return self.read_tls(buf);
+        let mut socket = SocketReader {
+            rule: self.short_read_rule(),
+            tcp: &mut self.tcp,
+            drained: &mut self.drained,
+        };
+        let Some(tls) = self.tls.as_mut() else {
+            return socket.read(buf);
+        };
+        let read = tls.read(&mut socket, &mut self.out, buf);
+        // Handshake replies, key updates, alerts: push them out.
+        if self.pending() > 0 {
+            match self.flush_out() {
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock && read.is_ok() => return Err(e),
+                _ => {}
+            }
         }
-        if self.known_drained() {
+        read
+    }
+}
+
+/// The socket as both read paths (plain and TLS) see it: after a short read
+/// (fewer bytes than asked), `WouldBlock` without a syscall until the next
+/// readable event, when `rule` allows (see [`Stream`]'s `drained`).
+struct SocketReader<'s> {
+    tcp: &'s mut TcpStream,
+    drained: &'s mut bool,
+    rule: bool,
+}
+
+impl Read for SocketReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.rule && *self.drained {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         loop {
             match self.tcp.read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Ok(n) if n > 0 && n < buf.len() => {
-                    self.drained = true;
+                    *self.drained = true;
                     return Ok(n);
                 }
                 r => return r,
@@ -239,51 +234,44 @@ impl Write for Stream {
         if buf.is_empty() {
             return Ok(0);
         }
-        if self.tls.is_some() {
-            let mut done = 0;
-            while done < buf.len() {
-                let n = match self.tls.as_mut() {
-                    Some(tls) => tls.writer().write(&buf[done..])?,
-                    None => break,
+        if self.tls.is_none() {
+            self.write_through(buf)?;
+        } else if self.pending() > 0 {
+            if let Some(tls) = self.tls.as_mut() {
+                tls.write(buf, &mut self.out)?;
+            }
+        } else {
+            // Nothing queued: seal into this thread's buffer and hand the
+            // records to the socket at once, so an idle connection owns no
+            // outgoing buffer (the plain path's rule, for records).
+            SEALED.with(|cell| {
+                let mut fresh = Vec::new();
+                let mut guard = cell.try_borrow_mut();
+                let sealed = match guard.as_mut() {
+                    Ok(v) => &mut **v,
+                    Err(_) => &mut fresh,
                 };
-                // Encrypted records go to `out` at once, so rustls's own
-                // buffer never fills and never holds bytes we cannot count.
-                self.drain_tls();
-                if n == 0 {
-                    break;
+                sealed.clear();
+                let r = match self.tls.as_mut() {
+                    Some(tls) => tls.write(buf, sealed),
+                    None => Ok(()),
+                };
+                let r = r.and_then(|()| self.write_through(sealed));
+                if sealed.capacity() > SEALED_KEEP {
+                    *sealed = Vec::new();
                 }
-                done += n;
-            }
-            if done == 0 {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            return Ok(done);
+                r
+            })?;
         }
-        if self.pending() == 0 {
-            // Nothing queued: write straight from the caller's buffer.
-            loop {
-                match self.tcp.write(buf) {
-                    Ok(n) => {
-                        self.out.extend_from_slice(&buf[n..]);
-                        return Ok(buf.len());
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        self.out.extend_from_slice(buf);
         Ok(buf.len())
     }
 
     /// `Ok` once every byte is in the kernel; `WouldBlock` while some wait.
     fn flush(&mut self) -> io::Result<()> {
-        if self.tls.is_none() && self.pending() == 0 {
+        if self.pending() == 0 {
             // Nothing queued (and `flush_out` compacted when it drained).
             return Ok(());
         }
-        self.drain_tls();
         self.flush_out()
     }
 }

@@ -2,7 +2,7 @@
 //! tungstenite, rustls with rcgen certificates), driven by a real mio loop.
 
 use super::*;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream as StdTcpStream};
 use std::sync::mpsc;
 use std::thread;
@@ -962,6 +962,87 @@ fn tls_to_plain_server_is_tls_error() {
     let evs = h.drive_until_final(&mut t);
     let e = failure(&evs);
     assert_eq!(e, Error::Tls);
+}
+
+/// A socket that writes at most 7 bytes per call (and pauses now and then),
+/// so TLS records and handshake messages reach the client in pieces.
+struct Trickle {
+    socket: StdTcpStream,
+    writes: usize,
+}
+
+impl Read for Trickle {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.socket.read(buf)
+    }
+}
+
+impl Write for Trickle {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writes += 1;
+        if self.writes % 64 == 0 {
+            thread::sleep(Duration::from_millis(1));
+        }
+        self.socket.write(&buf[..buf.len().min(7)])
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.socket.flush()
+    }
+}
+
+#[test]
+fn tls_in_pieces_then_eof_without_close_notify_is_reset() {
+    // Every server byte (certificate flight included) arrives in 7-byte
+    // writes: partial records and handshake messages must be carried over
+    // between reads. Then the server drops TCP without close_notify: the
+    // data comes first, then a reset (a truncation is not a clean close).
+    let pki = pki(&["localhost"]);
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(pki.chain.clone(), PrivateKeyDer::Pkcs8(pki.key.clone_key()))
+    .unwrap();
+    let cfg = Arc::new(cfg);
+    let big: Vec<u8> = (0..40_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let sent = big.clone();
+    let addr = server(move |s| {
+        s.set_nodelay(true).unwrap();
+        let mut trickle = Trickle {
+            socket: s,
+            writes: 0,
+        };
+        let mut conn = rustls::ServerConnection::new(cfg).unwrap();
+        conn.complete_io(&mut trickle).unwrap();
+        let mut ws = tungstenite::accept(rustls::StreamOwned::new(conn, trickle)).unwrap();
+        // Wait for the client's go, answer, then vanish.
+        assert!(matches!(ws.read(), Ok(Message::Text(_))));
+        ws.send(Message::binary(sent)).unwrap();
+        ws.send(Message::text("after")).unwrap();
+        let stream = ws.into_inner();
+        stream.sock.socket.shutdown(std::net::Shutdown::Both).ok();
+    });
+    let mut h = Harness::new();
+    let mut t = h.connect(
+        &url("wss", "localhost", addr, "/"),
+        addr,
+        &tls_cfg(&pki.ca_pem),
+    );
+    h.drive(&mut t, |e| has(e, &TransportEvent::Open));
+    t.send(h.registry(), Message::text("go")).unwrap();
+    let evs = h.drive_until_final(&mut t);
+    assert_eq!(
+        &evs[..2],
+        &[
+            TransportEvent::Binary(Bytes::from(big)),
+            TransportEvent::Text("after".into())
+        ],
+        "{evs:?}"
+    );
+    assert_eq!(failure(&evs), Error::ConnectionReset);
 }
 
 #[test]

@@ -1,0 +1,468 @@
+//! TLS on the loop's buffers: rustls's *unbuffered* client connection.
+//!
+//! rustls's buffered `ClientConnection` keeps a receive buffer of at least
+//! 4 KiB per connection for as long as the connection lives; on an idle
+//! `wss://` connection that was a third of its memory. The unbuffered API
+//! lets the caller own the bytes, so:
+//!
+//! * ciphertext is read into one scratch buffer per thread and handed to
+//!   rustls there; only bytes rustls could not consume yet (a record that
+//!   arrived in part, or a handshake message spread over records) are copied
+//!   into `carry` and passed again, in front of the next bytes, on the next
+//!   call, as the API requires (rustls remembers a partial handshake message
+//!   as offsets into them). `carry` is empty, and owns no memory, between
+//!   records;
+//! * plaintext is copied into the caller's buffer; what does not fit (only
+//!   when a caller reads with a small buffer, as the HTTP upgrade does) waits
+//!   in `plain`;
+//! * outgoing records are encoded straight onto the end of the stream's
+//!   `out` buffer; plaintext written before the handshake has finished (the
+//!   HTTP upgrade request) waits in `early` and is encrypted as soon as
+//!   rustls allows.
+//!
+//! Every `process_tls_records` call goes through [`TlsSession::step`], which
+//! handles the state it returns before anything else happens, as the API
+//! demands.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io::{self, Read};
+use std::mem;
+use std::sync::Arc;
+
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::pki_types::ServerName;
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedStatus, WriteTraffic,
+};
+use zenws_core::Error;
+
+/// Size of the per-thread ciphertext buffer (one socket read asks for at
+/// most this much).
+const SCRATCH: usize = 64 << 10;
+/// More unconsumed ciphertext than this for one connection is not TLS
+/// rustls would accept (records are ≤ 16 KiB + 2 KiB, handshake messages
+/// ≤ 64 KiB).
+const MAX_CARRY: usize = 128 << 10;
+/// Room asked for per 16 KiB record when encrypting: header + tag + type
+/// byte are 22 bytes in TLS 1.3, 29 in TLS 1.2; rustls tells us the exact
+/// size if it needs more.
+const RECORD_OVERHEAD: usize = 64;
+
+thread_local! {
+    static SCRATCH_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Run `f` with this thread's ciphertext buffer (a fresh one in the
+/// unexpected case that it is in use further up the stack).
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    SCRATCH_BUF.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(&mut buf),
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
+/// One client TLS connection whose buffers the caller owns.
+pub(crate) struct TlsSession {
+    conn: UnbufferedClientConnection,
+    /// Ciphertext rustls has not consumed yet (see module docs).
+    carry: Vec<u8>,
+    /// Decrypted bytes the caller's buffer had no room for.
+    plain: Vec<u8>,
+    /// Plaintext written before rustls allowed application data.
+    early: Vec<u8>,
+    /// The peer sent close_notify (rustls reports `PeerClosed` only once).
+    peer_closed: bool,
+    /// The socket returned EOF.
+    eof: bool,
+    /// The connection failed; every later call reports it again.
+    failed: Option<rustls::Error>,
+}
+
+/// Something to put on the wire once rustls allows application data.
+enum Send<'d> {
+    Data(&'d [u8]),
+    CloseNotify,
+}
+
+/// What the state a [`TlsSession::step`] handled asks for next.
+enum Next {
+    /// Call `process_tls_records` again.
+    Again,
+    /// Nothing more until more ciphertext arrives.
+    Blocked,
+    /// Both sides sent close_notify.
+    Closed,
+}
+
+/// The caller's plaintext buffer and how much of it is filled.
+struct Sink<'b> {
+    buf: &'b mut [u8],
+    filled: usize,
+}
+
+impl Sink<'_> {
+    /// Copy `data` in; what does not fit goes to `overflow`, which also
+    /// takes everything once it holds anything (the order is kept).
+    fn put(&mut self, data: &[u8], overflow: &mut Vec<u8>) {
+        let n = if overflow.is_empty() {
+            data.len().min(self.buf.len() - self.filled)
+        } else {
+            0
+        };
+        self.buf[self.filled..self.filled + n].copy_from_slice(&data[..n]);
+        self.filled += n;
+        overflow.extend_from_slice(&data[n..]);
+    }
+}
+
+impl TlsSession {
+    /// A client connection to `name`; its ClientHello goes onto `out`.
+    pub(crate) fn new(
+        config: Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+        out: &mut Vec<u8>,
+    ) -> Result<TlsSession, rustls::Error> {
+        let mut session = TlsSession {
+            conn: UnbufferedClientConnection::new(config, name)?,
+            carry: Vec::new(),
+            plain: Vec::new(),
+            early: Vec::new(),
+            peer_closed: false,
+            eof: false,
+            failed: None,
+        };
+        session.drive(None, out)?;
+        Ok(session)
+    }
+
+    /// Decrypted bytes wait for the next `read` (only after a read with a
+    /// buffer too small for what arrived).
+    pub(crate) fn has_plaintext(&self) -> bool {
+        !self.plain.is_empty()
+    }
+
+    /// Plaintext into `buf`, reading ciphertext from `socket` as needed.
+    /// Handshake messages and alerts rustls wants to send go onto `out`
+    /// (the caller flushes it). `Ok(0)` once the peer has sent close_notify;
+    /// `UnexpectedEof` if the socket closed without one; `WouldBlock` when
+    /// the socket has nothing more.
+    pub(crate) fn read(
+        &mut self,
+        socket: &mut impl Read,
+        out: &mut Vec<u8>,
+        buf: &mut [u8],
+    ) -> io::Result<usize> {
+        if !self.plain.is_empty() {
+            let n = self.plain.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.plain[..n]);
+            self.plain.drain(..n);
+            if self.plain.is_empty() {
+                self.plain = Vec::new();
+            }
+            return Ok(n);
+        }
+        if let Some(e) = &self.failed {
+            return Err(tls_io_error(e.clone()));
+        }
+        let mut sink = Sink { buf, filled: 0 };
+        let r = with_scratch(|scratch| self.read_into(socket, out, &mut sink, scratch));
+        match r {
+            // Data first; an error that came after it is reported next time.
+            Ok(()) => Ok(sink.filled),
+            Err(_) if sink.filled > 0 => Ok(sink.filled),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_into(
+        &mut self,
+        socket: &mut impl Read,
+        out: &mut Vec<u8>,
+        sink: &mut Sink<'_>,
+        scratch: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        // Unconsumed ciphertext goes first, new bytes after it.
+        let mut end = self.carry.len();
+        if scratch.len() < end + SCRATCH {
+            scratch.resize(end + SCRATCH, 0);
+        }
+        scratch[..end].copy_from_slice(&self.carry);
+        self.carry = Vec::new();
+        let mut start = 0;
+        let result = loop {
+            let next = match self.step(&mut scratch[start..end], out, sink, &mut None) {
+                Ok((discard, next)) => {
+                    start += discard;
+                    next
+                }
+                Err(e) => break Err(e),
+            };
+            match next {
+                Next::Again => continue,
+                Next::Closed => break Ok(()),
+                Next::Blocked => {}
+            }
+            if sink.filled > 0 || !self.plain.is_empty() || self.peer_closed {
+                break Ok(());
+            }
+            if self.eof {
+                // The socket closed without close_notify: a truncation
+                // attack or a crashed peer; either way not a clean end.
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            if start > 0 {
+                scratch.copy_within(start..end, 0);
+                end -= start;
+                start = 0;
+            }
+            if end == scratch.len() {
+                if end >= MAX_CARRY {
+                    break Err(rustls::Error::General(format!(
+                        "more than {MAX_CARRY} bytes of ciphertext without a complete message"
+                    )));
+                }
+                scratch.resize(end + SCRATCH, 0);
+            }
+            match socket.read(&mut scratch[end..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.carry.extend_from_slice(&scratch[start..end]);
+                    return Err(e);
+                }
+            }
+        };
+        self.carry.extend_from_slice(&scratch[start..end]);
+        result.map_err(|e| self.fail(e, out))
+    }
+
+    /// Encrypt `data` onto `out` (or keep it until the handshake allows
+    /// application data).
+    pub(crate) fn write(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        if let Some(e) = &self.failed {
+            return Err(tls_io_error(e.clone()));
+        }
+        match self.drive(Some(Send::Data(data)), out) {
+            Ok(Some(_)) => {
+                self.early.extend_from_slice(data);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(self.fail(e, out)),
+        }
+    }
+
+    /// Queue close_notify onto `out` (best effort: not before the handshake
+    /// has finished, nothing after a failure).
+    pub(crate) fn close_notify(&mut self, out: &mut Vec<u8>) {
+        if self.failed.is_none() {
+            if let Err(e) = self.drive(Some(Send::CloseNotify), out) {
+                log::debug!("tls: close_notify: {e}");
+            }
+        }
+    }
+
+    /// Step rustls with the carried ciphertext until it waits for input,
+    /// sending `send` when it allows; returns `send` if it could not go yet.
+    fn drive<'d>(
+        &mut self,
+        send: Option<Send<'d>>,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<Send<'d>>, rustls::Error> {
+        let mut send = send;
+        let mut carry = mem::take(&mut self.carry);
+        let mut sink = Sink {
+            buf: &mut [],
+            filled: 0,
+        };
+        let r = loop {
+            match self.step(&mut carry, out, &mut sink, &mut send) {
+                Ok((discard, next)) => {
+                    carry.drain(..discard);
+                    if !matches!(next, Next::Again) {
+                        break Ok(());
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        self.carry = carry;
+        r.map(|()| send)
+    }
+
+    /// One `process_tls_records` over `input`, with the state it returns
+    /// handled: plaintext to `sink`, records onto `out`, `send` (and
+    /// `early`) encrypted if application data may go. Returns how many bytes
+    /// at the front of `input` are consumed.
+    fn step(
+        &mut self,
+        input: &mut [u8],
+        out: &mut Vec<u8>,
+        sink: &mut Sink<'_>,
+        send: &mut Option<Send<'_>>,
+    ) -> Result<(usize, Next), rustls::Error> {
+        let UnbufferedStatus { mut discard, state } = self.conn.process_tls_records(input);
+        let next = match state? {
+            ConnectionState::ReadTraffic(mut traffic) => {
+                while let Some(record) = traffic.next_record() {
+                    let record = record?;
+                    discard += record.discard;
+                    sink.put(record.payload, &mut self.plain);
+                }
+                Next::Again
+            }
+            ConnectionState::EncodeTlsData(mut encode) => {
+                encode_onto(&mut encode, out)?;
+                Next::Again
+            }
+            ConnectionState::TransmitTlsData(mut transmit) => {
+                // Bytes on `out` are as good as sent: the stream flushes it.
+                if let Some(mut traffic) = transmit.may_encrypt_app_data() {
+                    send_app_data(&mut traffic, &mut self.early, send, out)?;
+                }
+                transmit.done();
+                Next::Again
+            }
+            ConnectionState::WriteTraffic(mut traffic) => {
+                send_app_data(&mut traffic, &mut self.early, send, out)?;
+                Next::Blocked
+            }
+            ConnectionState::PeerClosed => {
+                self.peer_closed = true;
+                Next::Again
+            }
+            ConnectionState::Closed => {
+                self.peer_closed = true;
+                Next::Closed
+            }
+            // BlockedHandshake, and server-only states.
+            _ => Next::Blocked,
+        };
+        Ok((discard, next))
+    }
+
+    /// Remember the failure, put the alert rustls queued for it onto `out`
+    /// (best effort), and turn it into the error the stream reports.
+    fn fail(&mut self, e: rustls::Error, out: &mut Vec<u8>) -> io::Error {
+        log::debug!("tls: {e}");
+        self.failed = Some(e.clone());
+        // rustls hands out a queued record before it looks at the input
+        // again, and queues at most one fatal alert: one call. (A second
+        // call would parse the failed bytes again.)
+        let mut carry = mem::take(&mut self.carry);
+        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut carry);
+        if let Ok(ConnectionState::EncodeTlsData(mut encode)) = state {
+            let _ = encode_onto(&mut encode, out);
+        }
+        self.carry = carry;
+        tls_io_error(e)
+    }
+}
+
+/// Put the handshake record (or alert) rustls has ready onto `out`.
+fn encode_onto(
+    encode: &mut EncodeTlsData<'_, ClientConnectionData>,
+    out: &mut Vec<u8>,
+) -> Result<(), rustls::Error> {
+    append(out, 512, |b| {
+        encode.encode(b).map_err(|e| match e {
+            EncodeError::InsufficientSize(s) => Some(s.required_size),
+            _ => None,
+        })
+    })
+    .map_err(|()| rustls::Error::General("TLS record encoded twice".into()))
+}
+
+/// Encrypt the early plaintext, then `send`, onto `out`.
+fn send_app_data(
+    traffic: &mut WriteTraffic<'_, ClientConnectionData>,
+    early: &mut Vec<u8>,
+    send: &mut Option<Send<'_>>,
+    out: &mut Vec<u8>,
+) -> Result<(), rustls::Error> {
+    if !early.is_empty() {
+        encrypt(traffic, early, out)?;
+        *early = Vec::new();
+    }
+    match send.take() {
+        Some(Send::Data(data)) => encrypt(traffic, data, out),
+        Some(Send::CloseNotify) => append(out, 64, |b| {
+            traffic.queue_close_notify(b).map_err(|e| match e {
+                EncryptError::InsufficientSize(s) => Some(s.required_size),
+                _ => None,
+            })
+        })
+        .map_err(|()| rustls::Error::EncryptError),
+        None => Ok(()),
+    }
+}
+
+fn encrypt(
+    traffic: &mut WriteTraffic<'_, ClientConnectionData>,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), rustls::Error> {
+    let room = data.len() + (data.len() / (16 << 10) + 1) * RECORD_OVERHEAD;
+    append(out, room, |b| {
+        traffic.encrypt(data, b).map_err(|e| match e {
+            EncryptError::InsufficientSize(s) => Some(s.required_size),
+            _ => None,
+        })
+    })
+    .map_err(|()| rustls::Error::EncryptError)
+}
+
+/// Let `fill` write onto the end of `out` into `room` bytes; when it answers
+/// `Err(Some(n))` (too small, `n` needed) try once more with `n`.
+fn append(
+    out: &mut Vec<u8>,
+    room: usize,
+    mut fill: impl FnMut(&mut [u8]) -> Result<usize, Option<usize>>,
+) -> Result<(), ()> {
+    let start = out.len();
+    let mut room = room;
+    loop {
+        out.resize(start + room, 0);
+        match fill(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Err(Some(needed)) if needed > room => {
+                out.truncate(start);
+                room = needed;
+            }
+            Err(_) => {
+                out.truncate(start);
+                return Err(());
+            }
+        }
+    }
+}
+
+/// The rustls error, carried inside the `io::Error` the stream returns so
+/// that [`classify_io`](super::stream::classify_io) can recover it.
+#[derive(Debug)]
+pub(crate) struct TlsFailure(pub(crate) rustls::Error);
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TLS: {}", self.0)
+    }
+}
+
+impl std::error::Error for TlsFailure {}
+
+fn tls_io_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, TlsFailure(e))
+}
+
+/// Certificate problems are fatal and distinct; everything else is `Tls`.
+pub(crate) fn classify_tls(e: &rustls::Error) -> Error {
+    match e {
+        rustls::Error::InvalidCertificate(_) => Error::TlsCertificate,
+        _ => Error::Tls,
+    }
+}

@@ -20,7 +20,9 @@
 //! heartbeat), `--read-buf BYTES` (read buffer of the tung-rustls baseline only; zenws reads through one shared 64 KiB buffer),
 //! `--connect-concurrency C` (handshakes in flight, like the kit),
 //! `--baseline tung-rustls` (not zenws: blocking tungstenite + rustls
-//! connections held idle, the wss RSS baseline; `--mode idle` only).
+//! connections held idle, the wss RSS baseline; `--mode idle` only),
+//! `--baseline floor` (not zenws: the syscall floor of a ping-pong client,
+//! see `bench/floor.rs`; `--mode pingpong`, ws:// only).
 //! Extra JSON fields: `idle_cpu_pct` (CPU % of one core over the window in
 //! idle mode), `healthy` (clients healthy at the window's end),
 //! `heartbeat_missed`, `reconnects`.
@@ -30,6 +32,9 @@
 //! HdrHistogram's `value_at_quantile`): fixed 74 KB, so a 5 s run at 200k
 //! msgs/s does not grow RSS the way a sorted vector of samples would, and no
 //! extra dependency.
+
+#[path = "bench/floor.rs"]
+mod floor;
 
 use std::time::{Duration, Instant};
 use zenws_mio::core::heartbeat::{HeartbeatConfig, Strategy};
@@ -65,7 +70,7 @@ struct Args {
 const USAGE: &str = "usage: bench --url ws://127.0.0.1:PORT/ [--conns N] [--size BYTES] \
 [--duration SECS] [--warmup SECS] [--mode pingpong|stream|idle] [--window W] \
 [--connect-concurrency C] [--read-buf BYTES] [--label TEXT] [--ca-file PEM] \
-[--ping-interval SECS] [--baseline tung-rustls]";
+[--ping-interval SECS] [--baseline tung-rustls|floor]";
 
 impl Args {
     fn parse() -> Args {
@@ -778,8 +783,9 @@ fn main() {
     match a.baseline.as_deref() {
         None => run(a),
         Some("tung-rustls") => run_tung_rustls(a),
+        Some("floor") => floor::run_floor(a),
         Some(b) => {
-            eprintln!("unknown --baseline {b} (tung-rustls)");
+            eprintln!("unknown --baseline {b} (tung-rustls, floor)");
             std::process::exit(2)
         }
     }

@@ -287,6 +287,32 @@ fn cpu_secs() -> f64 {
     (ut + st) / tck
 }
 
+/// Samples CPU time when the measurement window opens, and CPU and RSS when
+/// it closes.
+#[derive(Default)]
+struct WindowSampler {
+    cpu_at_start: Option<f64>,
+}
+
+impl WindowSampler {
+    /// Call every loop turn; once the window is over: `Some((CPU seconds
+    /// spent inside it, (VmRSS, VmHWM) kB))`.
+    fn tick(&mut self, rec: &Recorder, now: Instant) -> Option<(f64, (u64, u64))> {
+        if self.cpu_at_start.is_none() && now >= rec.measure_start {
+            self.cpu_at_start = Some(cpu_secs());
+        }
+        if now < rec.measure_end {
+            return None;
+        }
+        let end = cpu_secs();
+        Some((end - self.cpu_at_start.unwrap_or(end), rss_kb()))
+    }
+
+    fn started(&self) -> bool {
+        self.cpu_at_start.is_some()
+    }
+}
+
 struct ConnectStats {
     connected: usize,
     failed: usize,
@@ -556,21 +582,14 @@ fn run(a: Args) {
             Mode::Idle => {}
         }
     }
-    let mut c0 = None;
-    let c1;
-    let rss_window;
-    loop {
+    let mut sampler = WindowSampler::default();
+    let (cpu_window, rss_window) = loop {
         let now = Instant::now();
-        if c0.is_none() && now >= rec.measure_start {
-            c0 = Some(cpu_secs());
-        }
-        if now >= rec.measure_end {
-            c1 = cpu_secs();
-            rss_window = rss_kb();
-            break;
+        if let Some(end) = sampler.tick(&rec, now) {
+            break end;
         }
         let wait = if a.mode == Mode::Idle {
-            let next = if c0.is_none() {
+            let next = if !sampler.started() {
                 rec.measure_start
             } else {
                 rec.measure_end
@@ -628,7 +647,7 @@ fn run(a: Args) {
                 _ => {}
             }
         }
-    }
+    };
     x.healthy = Some(
         conns
             .iter()
@@ -638,15 +657,7 @@ fn run(a: Args) {
             })
             .count(),
     );
-    report(
-        &a,
-        "zenws",
-        &rec,
-        &cs,
-        c1 - c0.unwrap_or(c1),
-        rss_window,
-        &x,
-    );
+    report(&a, "zenws", &rec, &cs, cpu_window, rss_window, &x);
     // Close politely, bounded.
     for c in &conns {
         let _ = sup.stop_client(c.id);
@@ -656,6 +667,36 @@ fn run(a: Args) {
         let _ = sup.run_once(Some(Duration::from_millis(50)));
         while sup.poll_event().is_some() {}
     }
+}
+
+/// The baselines' connect phase: `open(i)` for each of `n` connections in
+/// turn (blocking), timed, failures counted (the first one printed).
+fn connect_each<T>(
+    n: usize,
+    mut open: impl FnMut(usize) -> Result<T, String>,
+) -> (Vec<T>, ConnectStats) {
+    let (rss_before, _) = rss_kb();
+    let t0 = Instant::now();
+    let mut held = Vec::with_capacity(n);
+    let mut failed = 0;
+    for i in 0..n {
+        match open(i) {
+            Ok(c) => held.push(c),
+            Err(e) => {
+                if failed == 0 {
+                    eprintln!("connect error: {e}");
+                }
+                failed += 1;
+            }
+        }
+    }
+    let cs = ConnectStats {
+        connected: held.len(),
+        failed,
+        secs: t0.elapsed().as_secs_f64(),
+        rss_before_kb: rss_before,
+    };
+    (held, cs)
 }
 
 /// Baseline for idle wss:// RSS: blocking tungstenite over rustls (what
@@ -694,37 +735,16 @@ fn run_tung_rustls(a: Args) {
     let wcfg = tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(a.read_buf.unwrap_or(4096));
 
-    let (rss_before, _) = rss_kb();
-    let t0 = Instant::now();
-    let mut held = Vec::with_capacity(a.conns);
-    let mut failed = 0;
-    for _ in 0..a.conns {
-        let r = (|| -> Result<_, String> {
-            let tcp = TcpStream::connect(hp).map_err(|e| e.to_string())?;
-            tcp.set_nodelay(a.nodelay).map_err(|e| e.to_string())?;
-            let conn = rustls::ClientConnection::new(tcfg.clone(), name.clone())
-                .map_err(|e| e.to_string())?;
-            let tls = rustls::StreamOwned::new(conn, tcp);
-            let (ws, _) = tungstenite::client::client_with_config(a.url.as_str(), tls, Some(wcfg))
-                .map_err(|e| e.to_string())?;
-            Ok(ws)
-        })();
-        match r {
-            Ok(ws) => held.push(ws),
-            Err(e) => {
-                if failed == 0 {
-                    eprintln!("connect error: {e}");
-                }
-                failed += 1;
-            }
-        }
-    }
-    let cs = ConnectStats {
-        connected: held.len(),
-        failed,
-        secs: t0.elapsed().as_secs_f64(),
-        rss_before_kb: rss_before,
-    };
+    let (held, cs) = connect_each(a.conns, |_| {
+        let tcp = TcpStream::connect(hp).map_err(|e| e.to_string())?;
+        tcp.set_nodelay(a.nodelay).map_err(|e| e.to_string())?;
+        let conn =
+            rustls::ClientConnection::new(tcfg.clone(), name.clone()).map_err(|e| e.to_string())?;
+        let tls = rustls::StreamOwned::new(conn, tcp);
+        let (ws, _) = tungstenite::client::client_with_config(a.url.as_str(), tls, Some(wcfg))
+            .map_err(|e| e.to_string())?;
+        Ok(ws)
+    });
     let start = Instant::now();
     let rec = Recorder::new(start, a.warmup, a.duration);
     std::thread::sleep(rec.measure_start.saturating_duration_since(Instant::now()));

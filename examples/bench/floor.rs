@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use super::{cpu_secs, report, rss_kb, Args, ConnectStats, Extra, Mode, Recorder};
+use super::{connect_each, report, Args, Extra, Mode, Recorder, WindowSampler};
 
 struct FloorConn {
     socket: TcpStream,
@@ -105,37 +105,21 @@ pub(super) fn run_floor(a: Args) {
     let mut poll = Poll::new().expect("poll");
     let mut events = Events::with_capacity(1024);
 
-    let (rss_before, _) = rss_kb();
-    let t0 = Instant::now();
-    let mut conns = Vec::with_capacity(a.conns);
-    let mut failed = 0;
-    for i in 0..a.conns {
-        match open(&host, &path, a.nodelay) {
-            Ok(s) => {
-                let mut socket = TcpStream::from_std(s);
-                poll.registry()
-                    .register(&mut socket, Token(i), Interest::READABLE)
-                    .expect("register");
-                conns.push(FloorConn {
-                    socket,
-                    got: 0,
-                    sent_at: t0,
-                });
-            }
-            Err(e) => {
-                if failed == 0 {
-                    eprintln!("connect failed: {e}");
-                }
-                failed += 1;
-            }
-        }
-    }
-    let cs = ConnectStats {
-        connected: conns.len(),
-        failed,
-        secs: t0.elapsed().as_secs_f64(),
-        rss_before_kb: rss_before,
-    };
+    // Tokens index `conns`, which holds only the connections that opened.
+    let mut next_token = 0;
+    let (mut conns, cs) = connect_each(a.conns, |_| {
+        let std_socket = open(&host, &path, a.nodelay).map_err(|e| e.to_string())?;
+        let mut socket = TcpStream::from_std(std_socket);
+        poll.registry()
+            .register(&mut socket, Token(next_token), Interest::READABLE)
+            .map_err(|e| e.to_string())?;
+        next_token += 1;
+        Ok(FloorConn {
+            socket,
+            got: 0,
+            sent_at: Instant::now(),
+        })
+    });
 
     let start = Instant::now();
     let mut rec = Recorder::new(start, a.warmup, a.duration);
@@ -146,18 +130,10 @@ pub(super) fn run_floor(a: Args) {
             rec.errors += 1;
         }
     }
-    let mut c0 = None;
-    let c1;
-    let rss_window;
-    loop {
-        let now = Instant::now();
-        if c0.is_none() && now >= rec.measure_start {
-            c0 = Some(cpu_secs());
-        }
-        if now >= rec.measure_end {
-            c1 = cpu_secs();
-            rss_window = rss_kb();
-            break;
+    let mut sampler = WindowSampler::default();
+    let (cpu_window, rss_window) = loop {
+        if let Some(end) = sampler.tick(&rec, Instant::now()) {
+            break end;
         }
         if poll
             .poll(&mut events, Some(Duration::from_millis(10)))
@@ -199,13 +175,13 @@ pub(super) fn run_floor(a: Args) {
                 }
             }
         }
-    }
+    };
     report(
         &a,
         "floor",
         &rec,
         &cs,
-        c1 - c0.unwrap_or(c1),
+        cpu_window,
         rss_window,
         &Extra::default(),
     );

@@ -732,15 +732,7 @@ fn server_speaks_first(tls: bool) {
     let (mut t, _pki);
     if tls {
         let p = pki(&["localhost"]);
-        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(p.chain.clone(), PrivateKeyDer::Pkcs8(p.key.clone_key()))
-        .unwrap();
-        let cfg = Arc::new(cfg);
+        let cfg = p.server_config();
         let addr = server(move |s| {
             let conn = rustls::ServerConnection::new(cfg).unwrap();
             let mut ws = tungstenite::accept(rustls::StreamOwned::new(conn, s)).unwrap();
@@ -815,6 +807,24 @@ struct Pki {
     key: PrivatePkcs8KeyDer<'static>,
 }
 
+impl Pki {
+    /// A rustls server configuration presenting this certificate.
+    fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            self.chain.clone(),
+            PrivateKeyDer::Pkcs8(self.key.clone_key()),
+        )
+        .unwrap();
+        Arc::new(cfg)
+    }
+}
+
 fn pki(names: &[&str]) -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
@@ -840,15 +850,7 @@ fn pki(names: &[&str]) -> Pki {
 
 /// TLS echo server; reports the SNI it saw (or the handshake error).
 fn tls_server(pki: &Pki) -> (SocketAddr, mpsc::Receiver<Result<Option<String>, String>>) {
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(pki.chain.clone(), PrivateKeyDer::Pkcs8(pki.key.clone_key()))
-    .unwrap();
-    let cfg = Arc::new(cfg);
+    let cfg = pki.server_config();
     let (tx, rx) = mpsc::channel();
     let addr = server(move |mut s| {
         let mut conn = rustls::ServerConnection::new(cfg).unwrap();
@@ -998,15 +1000,7 @@ fn tls_in_pieces_then_eof_without_close_notify_is_reset() {
     // between reads. Then the server drops TCP without close_notify: the
     // data comes first, then a reset (a truncation is not a clean close).
     let pki = pki(&["localhost"]);
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(pki.chain.clone(), PrivateKeyDer::Pkcs8(pki.key.clone_key()))
-    .unwrap();
-    let cfg = Arc::new(cfg);
+    let cfg = pki.server_config();
     let big: Vec<u8> = (0..40_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let sent = big.clone();
     let addr = server(move |s| {

@@ -150,6 +150,10 @@ impl Stream {
     /// Hand `bytes` to the socket if nothing is queued before them; keep
     /// what it does not take (all of it, if something is queued).
     fn write_through(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            // (TLS before the handshake: the plaintext waits in the session.)
+            return Ok(());
+        }
         if self.pending() == 0 {
             loop {
                 match self.tcp.write(bytes) {

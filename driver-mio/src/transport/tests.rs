@@ -810,10 +810,18 @@ struct Pki {
 impl Pki {
     /// A rustls server configuration presenting this certificate.
     fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.server_config_for(rustls::DEFAULT_VERSIONS)
+    }
+
+    /// The same, speaking only `versions`.
+    fn server_config_for(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<rustls::ServerConfig> {
         let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(
@@ -850,7 +858,12 @@ fn pki(names: &[&str]) -> Pki {
 
 /// TLS echo server; reports the SNI it saw (or the handshake error).
 fn tls_server(pki: &Pki) -> (SocketAddr, mpsc::Receiver<Result<Option<String>, String>>) {
-    let cfg = pki.server_config();
+    tls_server_with(pki.server_config())
+}
+
+fn tls_server_with(
+    cfg: Arc<rustls::ServerConfig>,
+) -> (SocketAddr, mpsc::Receiver<Result<Option<String>, String>>) {
     let (tx, rx) = mpsc::channel();
     let addr = server(move |mut s| {
         let mut conn = rustls::ServerConnection::new(cfg).unwrap();
@@ -913,6 +926,67 @@ fn tls_echo_with_sni() {
         ),
         "{evs:?}"
     );
+}
+
+#[test]
+fn tls12_echo() {
+    // A TLS 1.2-only server: the unbuffered client handles both versions.
+    let pki = pki(&["localhost"]);
+    let (addr, _) = tls_server_with(pki.server_config_for(&[&rustls::version::TLS12]));
+    let mut h = Harness::new();
+    let mut t = h.connect(
+        &url("wss", "localhost", addr, "/"),
+        addr,
+        &tls_cfg(&pki.ca_pem),
+    );
+    h.drive(&mut t, |e| has(e, &TransportEvent::Open));
+    t.send(h.registry(), Message::text("over tls 1.2")).unwrap();
+    let evs = h.drive(&mut t, |e| !e.is_empty());
+    assert_eq!(evs, vec![TransportEvent::Text("over tls 1.2".into())]);
+    t.close(h.registry(), 1000, "");
+    let evs = h.drive_until_final(&mut t);
+    assert!(
+        matches!(
+            evs.last(),
+            Some(TransportEvent::Closed {
+                code: Some(1000),
+                ..
+            })
+        ),
+        "{evs:?}"
+    );
+}
+
+#[test]
+fn tls_close_notify_after_data_ends_the_stream() {
+    // The server sends a message, then close_notify and FIN (no WebSocket
+    // close frame): the message arrives, then the end is seen (as a drop
+    // without a close frame) instead of a hang or a TLS error.
+    let pki = pki(&["localhost"]);
+    let cfg = pki.server_config();
+    let addr = server(move |mut s| {
+        let mut conn = rustls::ServerConnection::new(cfg).unwrap();
+        conn.complete_io(&mut s).unwrap();
+        let mut ws = tungstenite::accept(rustls::StreamOwned::new(conn, s)).unwrap();
+        ws.send(Message::text("last words")).unwrap();
+        let stream = ws.get_mut();
+        stream.conn.send_close_notify();
+        stream.conn.complete_io(&mut stream.sock).unwrap();
+        stream.sock.shutdown(std::net::Shutdown::Write).ok();
+        thread::sleep(Duration::from_millis(200));
+    });
+    let mut h = Harness::new();
+    let mut t = h.connect(
+        &url("wss", "localhost", addr, "/"),
+        addr,
+        &tls_cfg(&pki.ca_pem),
+    );
+    let evs = h.drive_until_final(&mut t);
+    assert!(
+        has(&evs, &TransportEvent::Text("last words".into())),
+        "{evs:?}"
+    );
+    assert_eq!(failure(&evs), Error::ConnectionReset);
 }
 
 #[test]

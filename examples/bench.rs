@@ -599,54 +599,54 @@ fn run(a: Args) {
         } else {
             Duration::from_millis(10)
         };
-        sup.run_once(Some(wait)).expect("poll");
-        while let Some(ev) = sup.poll_event() {
-            match ev {
-                ClientEvent::Message { id, message } => {
-                    let Some(i) = slot_of(&conns, first_id, id) else {
-                        continue;
-                    };
-                    let now = Instant::now();
-                    match a.mode {
-                        Mode::PingPong => {
-                            let c = &mut conns[i];
-                            rec.record(now, (now - c.sent_at).as_nanos() as u64);
-                            if now < rec.measure_end {
-                                // One clock read per message: the echo's arrival is the next send's start.
-                                c.sent_at = now;
-                                if sup.send_message(id, payload_msg.clone()).is_err() {
-                                    rec.errors += 1;
-                                }
-                            }
-                        }
-                        Mode::Stream => {
-                            let sent = read_stamp(message.as_bytes()).unwrap_or(0);
-                            rec.record(now, ((now - start).as_nanos() as u64).saturating_sub(sent));
-                            if now < rec.measure_end && sup.send_text(id, mk(&mut buf)).is_err() {
+        // Each event is answered as soon as its socket has been read
+        // (`run_turn`), as a user's handler would.
+        let mut on_event = |sup: &mut ClientSupervisor, ev: ClientEvent| match ev {
+            ClientEvent::Message { id, message } => {
+                let Some(i) = slot_of(&conns, first_id, id) else {
+                    return;
+                };
+                let now = Instant::now();
+                match a.mode {
+                    Mode::PingPong => {
+                        let c = &mut conns[i];
+                        rec.record(now, (now - c.sent_at).as_nanos() as u64);
+                        if now < rec.measure_end {
+                            // One clock read per message: the echo's arrival is the next send's start.
+                            c.sent_at = now;
+                            if sup.send_message(id, payload_msg.clone()).is_err() {
                                 rec.errors += 1;
                             }
                         }
-                        Mode::Idle => {}
                     }
-                }
-                ClientEvent::Disconnected { detail, .. } | ClientEvent::Failed { detail, .. } => {
-                    if rec.errors == 0 {
-                        eprintln!("conn error: {detail}");
+                    Mode::Stream => {
+                        let sent = read_stamp(message.as_bytes()).unwrap_or(0);
+                        rec.record(now, ((now - start).as_nanos() as u64).saturating_sub(sent));
+                        if now < rec.measure_end && sup.send_text(id, mk(&mut buf)).is_err() {
+                            rec.errors += 1;
+                        }
                     }
-                    rec.errors += 1;
+                    Mode::Idle => {}
                 }
-                ClientEvent::HeartbeatMissed { .. } => x.heartbeat_missed += 1,
-                ClientEvent::Reconnecting { .. } => x.reconnects += 1,
-                // A reconnect: pingpong needs a message in flight again.
-                ClientEvent::Opened { id } if a.mode == Mode::PingPong => {
-                    if let Some(i) = slot_of(&conns, first_id, id) {
-                        conns[i].sent_at = Instant::now();
-                        let _ = sup.send_message(id, payload_msg.clone());
-                    }
-                }
-                _ => {}
             }
-        }
+            ClientEvent::Disconnected { detail, .. } | ClientEvent::Failed { detail, .. } => {
+                if rec.errors == 0 {
+                    eprintln!("conn error: {detail}");
+                }
+                rec.errors += 1;
+            }
+            ClientEvent::HeartbeatMissed { .. } => x.heartbeat_missed += 1,
+            ClientEvent::Reconnecting { .. } => x.reconnects += 1,
+            // A reconnect: pingpong needs a message in flight again.
+            ClientEvent::Opened { id } if a.mode == Mode::PingPong => {
+                if let Some(i) = slot_of(&conns, first_id, id) {
+                    conns[i].sent_at = Instant::now();
+                    let _ = sup.send_message(id, payload_msg.clone());
+                }
+            }
+            _ => {}
+        };
+        sup.run_turn(Some(wait), &mut on_event).expect("poll");
     };
     x.healthy = Some(
         conns

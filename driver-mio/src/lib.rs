@@ -12,7 +12,7 @@
 //! - [`ClientSupervisor`]: many clients, one-for-one restarts (permanent /
 //!   transient / temporary) with a restart budget (default 10 in 60 s);
 //!   events drained with [`ClientSupervisor::poll_event`] or given to a
-//!   [`Handler`]; static children with your own ids
+//!   [`Handler`] as they arise ([`ClientSupervisor::run_turn`]); static children with your own ids
 //!   ([`ClientSupervisor::start_child`]).
 //! - [`Handle`]: other threads send and start/stop clients (channel +
 //!   `mio::Waker`).

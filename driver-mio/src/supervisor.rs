@@ -588,6 +588,47 @@ impl ClientSupervisor {
     /// An [embedded](ClientSupervisor::embedded) supervisor has no `Poll` of
     /// its own: this returns [`Error::InvalidConfig`].
     pub fn run_once(&mut self, max_wait: Option<Duration>) -> Result<(), Error> {
+        self.turn(max_wait, |_| {})
+    }
+
+    /// One loop turn like [`ClientSupervisor::run_once`], handing each event
+    /// to `handler` as soon as the socket readiness that caused it has been
+    /// handled, before the next socket's. An answer sent from the handler
+    /// goes out while that connection's state (ours and the kernel's) is
+    /// still in cache: with many busy connections this costs less CPU per
+    /// message than queueing a whole turn's events and answering afterwards.
+    pub fn run_turn<H: Handler>(
+        &mut self,
+        max_wait: Option<Duration>,
+        handler: &mut H,
+    ) -> Result<(), Error> {
+        self.turn(max_wait, |sup| {
+            while let Some(ev) = sup.poll_event() {
+                handler.on_event(sup, ev);
+            }
+        })
+    }
+
+    /// Run until `done` says so, handing every event to `handler` (turn by
+    /// turn, as [`ClientSupervisor::run_turn`]).
+    pub fn run<H: Handler>(
+        &mut self,
+        handler: &mut H,
+        mut done: impl FnMut(&Self) -> bool,
+    ) -> Result<(), Error> {
+        while !done(self) {
+            self.run_turn(Some(Duration::from_millis(100)), handler)?;
+        }
+        Ok(())
+    }
+
+    /// Wait, handle every readiness (calling `dispatch` after each), then
+    /// timers and commands (and `dispatch` once more).
+    fn turn(
+        &mut self,
+        max_wait: Option<Duration>,
+        mut dispatch: impl FnMut(&mut Self),
+    ) -> Result<(), Error> {
         let Some(mut poll) = self.poll.take() else {
             return Err(Error::InvalidConfig(
                 "run_once on an embedded supervisor: drive it with handle_mio_event and process"
@@ -602,7 +643,9 @@ impl ClientSupervisor {
             .mio_events
             .take()
             .unwrap_or_else(|| Events::with_capacity(1024));
+        // Put the Poll back before anything can call into us again.
         let res = poll.poll(&mut events, wait);
+        self.poll = Some(poll);
         let result = match res {
             Ok(()) => {
                 // One clock read for the whole turn.
@@ -613,32 +656,18 @@ impl ClientSupervisor {
                         woken = true;
                     } else if self.owns_token(ev.token()) {
                         self.on_mio_event(ev, now);
+                        dispatch(self);
                     }
                 }
                 self.process_at(now, woken);
+                dispatch(self);
                 Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(()),
             Err(e) => Err(Error::Io(e)),
         };
         self.mio_events = Some(events);
-        self.poll = Some(poll);
         result
-    }
-
-    /// Run until `done` says so, handing every event to `handler`.
-    pub fn run<H: Handler>(
-        &mut self,
-        handler: &mut H,
-        mut done: impl FnMut(&Self) -> bool,
-    ) -> Result<(), Error> {
-        while !done(self) {
-            self.run_once(Some(Duration::from_millis(100)))?;
-            while let Some(ev) = self.poll_event() {
-                handler.on_event(self, ev);
-            }
-        }
-        Ok(())
     }
 
     fn reschedule(&mut self, key: usize) {

@@ -73,6 +73,8 @@ pub(crate) struct TlsSession {
     early: Vec<u8>,
     /// The peer sent close_notify (rustls reports `PeerClosed` only once).
     peer_closed: bool,
+    /// Both sides sent close_notify: nothing more can be written.
+    closed: bool,
     /// The socket returned EOF.
     eof: bool,
     /// The connection failed; every later call reports it again.
@@ -129,6 +131,7 @@ impl TlsSession {
             plain: Vec::new(),
             early: Vec::new(),
             peer_closed: false,
+            closed: false,
             eof: false,
             failed: None,
         };
@@ -209,6 +212,7 @@ impl TlsSession {
             if self.eof {
                 // The socket closed without close_notify: a truncation
                 // attack or a crashed peer; either way not a clean end.
+                self.carry.extend_from_slice(&scratch[start..end]);
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
             if start > 0 {
@@ -245,6 +249,7 @@ impl TlsSession {
             return Err(tls_io_error(e.clone()));
         }
         match self.drive(Some(Send::Data(data)), out) {
+            Ok(Some(_)) if self.closed => Err(io::ErrorKind::BrokenPipe.into()),
             Ok(Some(_)) => {
                 self.early.extend_from_slice(data);
                 Ok(())
@@ -335,6 +340,7 @@ impl TlsSession {
             }
             ConnectionState::Closed => {
                 self.peer_closed = true;
+                self.closed = true;
                 Next::Closed
             }
             // BlockedHandshake, and server-only states.

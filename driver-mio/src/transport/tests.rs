@@ -1040,10 +1040,11 @@ fn tls_to_plain_server_is_tls_error() {
     assert_eq!(e, Error::Tls);
 }
 
-/// A socket that writes at most 7 bytes per call (and pauses now and then),
-/// so TLS records and handshake messages reach the client in pieces.
+/// A socket that writes at most `chunk` bytes per call (and pauses now and
+/// then), so TLS records and handshake messages reach the client in pieces.
 struct Trickle {
     socket: StdTcpStream,
+    chunk: usize,
     writes: usize,
 }
 
@@ -1059,7 +1060,7 @@ impl Write for Trickle {
         if self.writes % 64 == 0 {
             thread::sleep(Duration::from_millis(1));
         }
-        self.socket.write(&buf[..buf.len().min(7)])
+        self.socket.write(&buf[..buf.len().min(self.chunk)])
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -1067,20 +1068,20 @@ impl Write for Trickle {
     }
 }
 
-#[test]
-fn tls_in_pieces_then_eof_without_close_notify_is_reset() {
-    // Every server byte (certificate flight included) arrives in 7-byte
-    // writes: partial records and handshake messages must be carried over
-    // between reads. Then the server drops TCP without close_notify: the
-    // data comes first, then a reset (a truncation is not a clean close).
+/// Every server byte (certificate flight included) arrives in `chunk`-byte
+/// writes: partial records and handshake messages must be carried over
+/// between reads. Then the server drops TCP without close_notify: the data
+/// comes first, then a reset (a truncation is not a clean close).
+fn tls_in_pieces_then_eof_without_close_notify(chunk: usize, size: u32) {
     let pki = pki(&["localhost"]);
     let cfg = pki.server_config();
-    let big: Vec<u8> = (0..40_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let big: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
     let sent = big.clone();
     let addr = server(move |s| {
         s.set_nodelay(true).unwrap();
         let mut trickle = Trickle {
             socket: s,
+            chunk,
             writes: 0,
         };
         let mut conn = rustls::ServerConnection::new(cfg).unwrap();
@@ -1111,6 +1112,21 @@ fn tls_in_pieces_then_eof_without_close_notify_is_reset() {
         "{evs:?}"
     );
     assert_eq!(failure(&evs), Error::ConnectionReset);
+}
+
+#[test]
+fn tls_byte_by_byte_then_eof_without_close_notify_is_reset() {
+    tls_in_pieces_then_eof_without_close_notify(1, 5_000);
+}
+
+#[test]
+fn tls_in_7_byte_pieces_then_eof_without_close_notify_is_reset() {
+    tls_in_pieces_then_eof_without_close_notify(7, 40_000);
+}
+
+#[test]
+fn tls_in_1000_byte_pieces_then_eof_without_close_notify_is_reset() {
+    tls_in_pieces_then_eof_without_close_notify(1000, 100_000);
 }
 
 #[test]

@@ -8,10 +8,11 @@
 //! * ciphertext is read into one scratch buffer per thread and handed to
 //!   rustls there; only bytes rustls could not consume yet (a record that
 //!   arrived in part, or a handshake message spread over records) are copied
-//!   into `carry` and passed again, in front of the next bytes, on the next
-//!   call, as the API requires (rustls remembers a partial handshake message
-//!   as offsets into them). `carry` is empty, and owns no memory, between
-//!   records;
+//!   into `carry`, the next reads append to them there, and they are passed
+//!   again, in front of the new bytes, as the API requires (rustls remembers
+//!   a partial handshake message as offsets into them). Appending in place
+//!   keeps a peer that trickles a record byte by byte at O(n) copying.
+//!   `carry` is empty, and owns no memory, between records;
 //! * plaintext is copied into the caller's buffer; what does not fit (only
 //!   when a caller reads with a small buffer, as the HTTP upgrade does) waits
 //!   in `plain`;
@@ -66,7 +67,7 @@ fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
 pub(crate) struct TlsSession {
     conn: UnbufferedClientConnection,
     /// Ciphertext rustls has not consumed yet (see module docs).
-    carry: Vec<u8>,
+    carry: Carry,
     /// Decrypted bytes the caller's buffer had no room for.
     plain: Vec<u8>,
     /// Plaintext written before rustls allowed application data.
@@ -81,10 +82,59 @@ pub(crate) struct TlsSession {
     failed: Option<rustls::Error>,
 }
 
+/// A connection's unconsumed ciphertext: `buf[..len]`. The rest of `buf`
+/// is room already initialised, so reading onto the bytes again does not
+/// zero-fill it again; the buffer is freed as soon as nothing is carried.
+#[derive(Default)]
+struct Carry {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Carry {
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Carry a copy of `bytes` (nothing was carried).
+    fn set(&mut self, bytes: &[u8]) {
+        debug_assert!(self.is_empty());
+        if !bytes.is_empty() {
+            self.buf = bytes.to_vec();
+            self.len = bytes.len();
+        }
+    }
+
+    /// The buffer and how many bytes at its front are carried; put it back
+    /// with [`Carry::keep`].
+    fn take(&mut self) -> (Vec<u8>, usize) {
+        let len = mem::take(&mut self.len);
+        (mem::take(&mut self.buf), len)
+    }
+
+    /// Carry `buf[start..end]` (moved to the front), or free `buf` if empty.
+    fn keep(&mut self, mut buf: Vec<u8>, start: usize, end: usize) {
+        if start == end {
+            return;
+        }
+        buf.copy_within(start..end, 0);
+        self.buf = buf;
+        self.len = end - start;
+    }
+}
+
 /// Something to put on the wire once rustls allows application data.
 enum Send<'d> {
     Data(&'d [u8]),
     CloseNotify,
+}
+
+/// Why [`TlsSession::read_into`] stopped short.
+enum ReadError {
+    /// rustls failed (the session fails with it).
+    Tls(rustls::Error),
+    /// The socket failed, or closed without close_notify.
+    Io(io::Error),
 }
 
 /// What the state a [`TlsSession::step`] handled asks for next.
@@ -127,7 +177,7 @@ impl TlsSession {
     ) -> Result<TlsSession, rustls::Error> {
         let mut session = TlsSession {
             conn: UnbufferedClientConnection::new(config, name)?,
-            carry: Vec::new(),
+            carry: Carry::default(),
             plain: Vec::new(),
             early: Vec::new(),
             peer_closed: false,
@@ -169,7 +219,28 @@ impl TlsSession {
             return Err(tls_io_error(e.clone()));
         }
         let mut sink = Sink { buf, filled: 0 };
-        let r = with_scratch(|scratch| self.read_into(socket, out, &mut sink, scratch));
+        let r = if self.carry.is_empty() {
+            with_scratch(|scratch| {
+                let (r, start, end) = self.read_into(socket, out, &mut sink, scratch, 0, SCRATCH);
+                // What rustls has not consumed stays with this connection.
+                self.carry.set(&scratch[start..end]);
+                r
+            })
+        } else {
+            // Bytes wait for the rest of their record (or handshake
+            // message): read onto them where they are. Copying them into
+            // the scratch buffer on every read would cost O(n²) against a
+            // peer that trickles a record byte by byte.
+            let (mut work, end) = self.carry.take();
+            let room = end.max(4096);
+            let (r, start, end) = self.read_into(socket, out, &mut sink, &mut work, end, room);
+            self.carry.keep(work, start, end);
+            r
+        };
+        let r = r.map_err(|e| match e {
+            ReadError::Tls(e) => self.fail(e, out),
+            ReadError::Io(e) => e,
+        });
         match r {
             // Data first; an error that came after it is reported next time.
             Ok(()) => Ok(sink.filled),
@@ -178,68 +249,68 @@ impl TlsSession {
         }
     }
 
+    /// Feed rustls `work[..end]` (the unconsumed bytes) and whatever the
+    /// socket adds after them, until plaintext comes out, the peer closes, or
+    /// the socket has nothing more. Returns the outcome and `start..end`, the
+    /// bytes rustls has not consumed. `room`: how much to read at a time.
     fn read_into(
         &mut self,
         socket: &mut impl Read,
         out: &mut Vec<u8>,
         sink: &mut Sink<'_>,
-        scratch: &mut Vec<u8>,
-    ) -> io::Result<()> {
-        // Unconsumed ciphertext goes first, new bytes after it.
-        let mut end = self.carry.len();
-        if scratch.len() < end + SCRATCH {
-            scratch.resize(end + SCRATCH, 0);
+        work: &mut Vec<u8>,
+        end: usize,
+        room: usize,
+    ) -> (Result<(), ReadError>, usize, usize) {
+        let (mut start, mut end) = (0, end);
+        if work.len() < end + room {
+            work.resize(end + room, 0);
         }
-        scratch[..end].copy_from_slice(&self.carry);
-        self.carry = Vec::new();
-        let mut start = 0;
-        let result = loop {
-            let next = match self.step(&mut scratch[start..end], out, sink, &mut None) {
+        loop {
+            match self.step(&mut work[start..end], out, sink, &mut None) {
                 Ok((discard, next)) => {
                     start += discard;
-                    next
+                    match next {
+                        Next::Again => continue,
+                        Next::Closed => return (Ok(()), start, end),
+                        Next::Blocked => {}
+                    }
                 }
-                Err(e) => break Err(e),
-            };
-            match next {
-                Next::Again => continue,
-                Next::Closed => break Ok(()),
-                Next::Blocked => {}
+                Err(e) => return (Err(ReadError::Tls(e)), start, end),
             }
             if sink.filled > 0 || !self.plain.is_empty() || self.peer_closed {
-                break Ok(());
+                return (Ok(()), start, end);
             }
             if self.eof {
                 // The socket closed without close_notify: a truncation
                 // attack or a crashed peer; either way not a clean end.
-                self.carry.extend_from_slice(&scratch[start..end]);
-                return Err(io::ErrorKind::UnexpectedEof.into());
+                let eof = io::ErrorKind::UnexpectedEof.into();
+                return (Err(ReadError::Io(eof)), start, end);
             }
-            if start > 0 {
-                scratch.copy_within(start..end, 0);
-                end -= start;
-                start = 0;
-            }
-            if end == scratch.len() {
-                if end >= MAX_CARRY {
-                    break Err(rustls::Error::General(format!(
-                        "more than {MAX_CARRY} bytes of ciphertext without a complete message"
-                    )));
+            if end == work.len() {
+                // Out of room: drop what rustls consumed, then grow.
+                if start > 0 {
+                    work.copy_within(start..end, 0);
+                    end -= start;
+                    start = 0;
                 }
-                scratch.resize(end + SCRATCH, 0);
+                if end >= MAX_CARRY {
+                    let e = rustls::Error::General(format!(
+                        "more than {MAX_CARRY} bytes of ciphertext without a complete message"
+                    ));
+                    return (Err(ReadError::Tls(e)), start, end);
+                }
+                if end == work.len() {
+                    work.resize(end + room.max(end), 0);
+                }
             }
-            match socket.read(&mut scratch[end..]) {
+            match socket.read(&mut work[end..]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => end += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.carry.extend_from_slice(&scratch[start..end]);
-                    return Err(e);
-                }
+                Err(e) => return (Err(ReadError::Io(e)), start, end),
             }
-        };
-        self.carry.extend_from_slice(&scratch[start..end]);
-        result.map_err(|e| self.fail(e, out))
+        }
     }
 
     /// Encrypt `data` onto `out` (or keep it until the handshake allows
@@ -277,15 +348,16 @@ impl TlsSession {
         out: &mut Vec<u8>,
     ) -> Result<Option<Send<'d>>, rustls::Error> {
         let mut send = send;
-        let mut carry = mem::take(&mut self.carry);
+        let (mut work, mut end) = self.carry.take();
         let mut sink = Sink {
             buf: &mut [],
             filled: 0,
         };
         let r = loop {
-            match self.step(&mut carry, out, &mut sink, &mut send) {
+            match self.step(&mut work[..end], out, &mut sink, &mut send) {
                 Ok((discard, next)) => {
-                    carry.drain(..discard);
+                    work.copy_within(discard..end, 0);
+                    end -= discard;
                     if !matches!(next, Next::Again) {
                         break Ok(());
                     }
@@ -293,7 +365,7 @@ impl TlsSession {
                 Err(e) => break Err(e),
             }
         };
-        self.carry = carry;
+        self.carry.keep(work, 0, end);
         r.map(|()| send)
     }
 
@@ -357,12 +429,12 @@ impl TlsSession {
         // rustls hands out a queued record before it looks at the input
         // again, and queues at most one fatal alert: one call. (A second
         // call would parse the failed bytes again.)
-        let mut carry = mem::take(&mut self.carry);
-        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut carry);
+        let (mut work, end) = self.carry.take();
+        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut work[..end]);
         if let Ok(ConnectionState::EncodeTlsData(mut encode)) = state {
             let _ = encode_onto(&mut encode, out);
         }
-        self.carry = carry;
+        self.carry.keep(work, 0, end);
         tls_io_error(e)
     }
 }

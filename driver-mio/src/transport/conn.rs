@@ -26,9 +26,12 @@ use super::{EventSink, TransportEvent};
 
 /// The shared read buffer's size: the most one `read` asks for.
 pub(super) const READ_BUF: usize = 64 << 10;
-/// Scratch capacity kept between frames; a bigger one (after a large
-/// message) is released.
-const SCRATCH_KEEP: usize = 64 << 10;
+/// Capacity a per-thread scratch buffer (frame building here, TLS sealing
+/// in `stream.rs`) keeps between messages; more (after a larger message) is
+/// released. One buffer per thread, so generous: releasing it after every
+/// large message gives its pages back to the OS and faults them in again on
+/// the next one (measured with 64 KiB: +60 % CPU per 100 KB wss message).
+pub(super) const SCRATCH_KEEP: usize = 4 << 20;
 
 thread_local! {
     static READ: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };

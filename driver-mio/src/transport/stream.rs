@@ -18,13 +18,12 @@ use mio::net::TcpStream;
 use rustls::pki_types::ServerName;
 use zenws_core::Error;
 
+use super::conn::SCRATCH_KEEP;
 use super::tls_session::{classify_tls, TlsFailure, TlsSession};
 
 /// Bytes worth compacting the buffer for (we keep a read offset instead of
 /// shifting the vector after every partial write).
 const COMPACT_AT: usize = 64 * 1024;
-/// Capacity the per-thread sealing buffer keeps after a large message.
-const SEALED_KEEP: usize = 64 * 1024;
 
 thread_local! {
     /// TLS records on their way to a socket with nothing queued (see
@@ -261,7 +260,7 @@ impl Write for Stream {
                     None => Ok(()),
                 };
                 let r = r.and_then(|()| self.write_through(sealed));
-                if sealed.capacity() > SEALED_KEEP {
+                if sealed.capacity() > SCRATCH_KEEP {
                     *sealed = Vec::new();
                 }
                 r

@@ -19,7 +19,7 @@ use rustls::pki_types::ServerName;
 use zenws_core::Error;
 
 use super::conn::SCRATCH_KEEP;
-use super::tls_session::{classify_tls, TlsFailure, TlsSession};
+use super::tls_session::{classify_tls, Sealed, TlsFailure, TlsSession};
 
 /// Bytes worth compacting the buffer for (we keep a read offset instead of
 /// shifting the vector after every partial write).
@@ -250,18 +250,18 @@ impl Write for Stream {
             SEALED.with(|cell| {
                 let mut fresh = Vec::new();
                 let mut guard = cell.try_borrow_mut();
-                let sealed = match guard.as_mut() {
+                let scratch = match guard.as_mut() {
                     Ok(v) => &mut **v,
                     Err(_) => &mut fresh,
                 };
-                sealed.clear();
+                let mut sealed = Sealed::new(scratch);
                 let r = match self.tls.as_mut() {
-                    Some(tls) => tls.write(buf, sealed),
+                    Some(tls) => tls.write(buf, &mut sealed),
                     None => Ok(()),
                 };
-                let r = r.and_then(|()| self.write_through(sealed));
-                if sealed.capacity() > SCRATCH_KEEP {
-                    *sealed = Vec::new();
+                let r = r.and_then(|()| self.write_through(sealed.bytes()));
+                if scratch.len() > SCRATCH_KEEP {
+                    *scratch = Vec::new();
                 }
                 r
             })?;

@@ -45,6 +45,9 @@ const SCRATCH: usize = 64 << 10;
 /// rustls would accept (records are ≤ 16 KiB + 2 KiB, handshake messages
 /// ≤ 64 KiB).
 const MAX_CARRY: usize = 128 << 10;
+/// Room to read into onto a partial record: the largest record (16 KiB of
+/// plaintext + 2 KiB of expansion), so the rest of it comes in one read.
+const RECORD_ROOM: usize = (16 << 10) + (2 << 10);
 /// Room asked for per 16 KiB record when encrypting: header + tag + type
 /// byte are 22 bytes in TLS 1.3, 29 in TLS 1.2; rustls tells us the exact
 /// size if it needs more.
@@ -173,7 +176,7 @@ impl TlsSession {
     pub(crate) fn new(
         config: Arc<rustls::ClientConfig>,
         name: ServerName<'static>,
-        out: &mut Vec<u8>,
+        out: &mut impl RecordOut,
     ) -> Result<TlsSession, rustls::Error> {
         let mut session = TlsSession {
             conn: UnbufferedClientConnection::new(config, name)?,
@@ -203,7 +206,7 @@ impl TlsSession {
     pub(crate) fn read(
         &mut self,
         socket: &mut impl Read,
-        out: &mut Vec<u8>,
+        out: &mut impl RecordOut,
         buf: &mut [u8],
     ) -> io::Result<usize> {
         if !self.plain.is_empty() {
@@ -232,7 +235,7 @@ impl TlsSession {
             // the scratch buffer on every read would cost O(n²) against a
             // peer that trickles a record byte by byte.
             let (mut work, end) = self.carry.take();
-            let room = end.max(4096);
+            let room = end.max(RECORD_ROOM);
             let (r, start, end) = self.read_into(socket, out, &mut sink, &mut work, end, room);
             self.carry.keep(work, start, end);
             r
@@ -256,7 +259,7 @@ impl TlsSession {
     fn read_into(
         &mut self,
         socket: &mut impl Read,
-        out: &mut Vec<u8>,
+        out: &mut impl RecordOut,
         sink: &mut Sink<'_>,
         work: &mut Vec<u8>,
         end: usize,
@@ -315,7 +318,7 @@ impl TlsSession {
 
     /// Encrypt `data` onto `out` (or keep it until the handshake allows
     /// application data).
-    pub(crate) fn write(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    pub(crate) fn write(&mut self, data: &[u8], out: &mut impl RecordOut) -> io::Result<()> {
         if let Some(e) = &self.failed {
             return Err(tls_io_error(e.clone()));
         }
@@ -332,7 +335,7 @@ impl TlsSession {
 
     /// Queue close_notify onto `out` (best effort: not before the handshake
     /// has finished, nothing after a failure).
-    pub(crate) fn close_notify(&mut self, out: &mut Vec<u8>) {
+    pub(crate) fn close_notify(&mut self, out: &mut impl RecordOut) {
         if self.failed.is_none() {
             if let Err(e) = self.drive(Some(Send::CloseNotify), out) {
                 log::debug!("tls: close_notify: {e}");
@@ -345,7 +348,7 @@ impl TlsSession {
     fn drive<'d>(
         &mut self,
         send: Option<Send<'d>>,
-        out: &mut Vec<u8>,
+        out: &mut impl RecordOut,
     ) -> Result<Option<Send<'d>>, rustls::Error> {
         let mut send = send;
         let (mut work, mut end) = self.carry.take();
@@ -376,7 +379,7 @@ impl TlsSession {
     fn step(
         &mut self,
         input: &mut [u8],
-        out: &mut Vec<u8>,
+        out: &mut impl RecordOut,
         sink: &mut Sink<'_>,
         send: &mut Option<Send<'_>>,
     ) -> Result<(usize, Next), rustls::Error> {
@@ -423,7 +426,7 @@ impl TlsSession {
 
     /// Remember the failure, put the alert rustls queued for it onto `out`
     /// (best effort), and turn it into the error the stream reports.
-    fn fail(&mut self, e: rustls::Error, out: &mut Vec<u8>) -> io::Error {
+    fn fail(&mut self, e: rustls::Error, out: &mut impl RecordOut) -> io::Error {
         log::debug!("tls: {e}");
         self.failed = Some(e.clone());
         // rustls hands out a queued record before it looks at the input
@@ -442,9 +445,9 @@ impl TlsSession {
 /// Put the handshake record (or alert) rustls has ready onto `out`.
 fn encode_onto(
     encode: &mut EncodeTlsData<'_, ClientConnectionData>,
-    out: &mut Vec<u8>,
+    out: &mut impl RecordOut,
 ) -> Result<(), rustls::Error> {
-    append(out, 512, |b| {
+    out.put_with(512, |b| {
         encode.encode(b).map_err(|e| match e {
             EncodeError::InsufficientSize(s) => Some(s.required_size),
             _ => None,
@@ -458,7 +461,7 @@ fn send_app_data(
     traffic: &mut WriteTraffic<'_, ClientConnectionData>,
     early: &mut Vec<u8>,
     send: &mut Option<Send<'_>>,
-    out: &mut Vec<u8>,
+    out: &mut impl RecordOut,
 ) -> Result<(), rustls::Error> {
     if !early.is_empty() {
         encrypt(traffic, early, out)?;
@@ -466,13 +469,14 @@ fn send_app_data(
     }
     match send.take() {
         Some(Send::Data(data)) => encrypt(traffic, data, out),
-        Some(Send::CloseNotify) => append(out, 64, |b| {
-            traffic.queue_close_notify(b).map_err(|e| match e {
-                EncryptError::InsufficientSize(s) => Some(s.required_size),
-                _ => None,
+        Some(Send::CloseNotify) => out
+            .put_with(64, |b| {
+                traffic.queue_close_notify(b).map_err(|e| match e {
+                    EncryptError::InsufficientSize(s) => Some(s.required_size),
+                    _ => None,
+                })
             })
-        })
-        .map_err(|()| rustls::Error::EncryptError),
+            .map_err(|()| rustls::Error::EncryptError),
         None => Ok(()),
     }
 }
@@ -480,10 +484,10 @@ fn send_app_data(
 fn encrypt(
     traffic: &mut WriteTraffic<'_, ClientConnectionData>,
     data: &[u8],
-    out: &mut Vec<u8>,
+    out: &mut impl RecordOut,
 ) -> Result<(), rustls::Error> {
     let room = data.len() + (data.len() / (16 << 10) + 1) * RECORD_OVERHEAD;
-    append(out, room, |b| {
+    out.put_with(room, |b| {
         traffic.encrypt(data, b).map_err(|e| match e {
             EncryptError::InsufficientSize(s) => Some(s.required_size),
             _ => None,
@@ -492,29 +496,72 @@ fn encrypt(
     .map_err(|()| rustls::Error::EncryptError)
 }
 
-/// Let `fill` write onto the end of `out` into `room` bytes; when it answers
-/// `Err(Some(n))` (too small, `n` needed) try once more with `n`.
-fn append(
-    out: &mut Vec<u8>,
-    room: usize,
-    mut fill: impl FnMut(&mut [u8]) -> Result<usize, Option<usize>>,
-) -> Result<(), ()> {
-    let start = out.len();
-    let mut room = room;
-    loop {
-        out.resize(start + room, 0);
-        match fill(&mut out[start..]) {
-            Ok(n) => {
-                out.truncate(start + n);
-                return Ok(());
+/// Where TLS records go: onto the end of a buffer.
+pub(crate) trait RecordOut {
+    /// Let `fill` write onto the end, into `room` bytes; when it answers
+    /// `Err(Some(n))` (too small, `n` needed) try once more with `n`.
+    fn put_with(
+        &mut self,
+        room: usize,
+        fill: impl FnMut(&mut [u8]) -> Result<usize, Option<usize>>,
+    ) -> Result<(), ()>;
+}
+
+/// A connection's outgoing bytes: records are appended.
+impl RecordOut for Vec<u8> {
+    fn put_with(
+        &mut self,
+        room: usize,
+        fill: impl FnMut(&mut [u8]) -> Result<usize, Option<usize>>,
+    ) -> Result<(), ()> {
+        let mut sealed = Sealed::new(self);
+        sealed.len = sealed.buf.len();
+        let r = sealed.put_with(room, fill);
+        let len = sealed.len;
+        self.truncate(len);
+        r
+    }
+}
+
+/// Records written from the front of a reused buffer whose bytes past
+/// `len` are already initialised: growing it zero-fills only new memory,
+/// not the whole room again for every message (which cost 100 KB of memset
+/// per 100 KB message).
+pub(crate) struct Sealed<'b> {
+    buf: &'b mut Vec<u8>,
+    len: usize,
+}
+
+impl<'b> Sealed<'b> {
+    /// Start writing at the front of `buf` (its contents are scratch).
+    pub(crate) fn new(buf: &'b mut Vec<u8>) -> Sealed<'b> {
+        Sealed { buf, len: 0 }
+    }
+
+    /// The records written so far.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl RecordOut for Sealed<'_> {
+    fn put_with(
+        &mut self,
+        room: usize,
+        mut fill: impl FnMut(&mut [u8]) -> Result<usize, Option<usize>>,
+    ) -> Result<(), ()> {
+        let mut room = room;
+        loop {
+            if self.buf.len() < self.len + room {
+                self.buf.resize(self.len + room, 0);
             }
-            Err(Some(needed)) if needed > room => {
-                out.truncate(start);
-                room = needed;
-            }
-            Err(_) => {
-                out.truncate(start);
-                return Err(());
+            match fill(&mut self.buf[self.len..self.len + room]) {
+                Ok(n) => {
+                    self.len += n;
+                    return Ok(());
+                }
+                Err(Some(needed)) if needed > room => room = needed,
+                Err(_) => return Err(()),
             }
         }
     }

@@ -45,6 +45,9 @@ const SCRATCH: usize = 64 << 10;
 /// rustls would accept (records are ≤ 16 KiB + 2 KiB, handshake messages
 /// ≤ 64 KiB).
 const MAX_CARRY: usize = 128 << 10;
+/// A read that delivers this much plaintext marks the connection busy: its
+/// carry buffer is kept for the next partial record (see [`Carry::settle`]).
+const BUSY_READ: usize = 16 << 10;
 /// Room to read into onto a partial record: the largest record (16 KiB of
 /// plaintext + 2 KiB of expansion), so the rest of it comes in one read.
 const RECORD_ROOM: usize = (16 << 10) + (2 << 10);
@@ -87,7 +90,8 @@ pub(crate) struct TlsSession {
 
 /// A connection's unconsumed ciphertext: `buf[..len]`. The rest of `buf`
 /// is room already initialised, so reading onto the bytes again does not
-/// zero-fill it again; the buffer is freed as soon as nothing is carried.
+/// zero-fill it again; the buffer is freed once nothing is carried (after
+/// bulk data: at the next small read).
 #[derive(Default)]
 struct Carry {
     buf: Vec<u8>,
@@ -103,7 +107,8 @@ impl Carry {
     fn set(&mut self, bytes: &[u8]) {
         debug_assert!(self.is_empty());
         if !bytes.is_empty() {
-            self.buf = bytes.to_vec();
+            self.buf.clear();
+            self.buf.extend_from_slice(bytes);
             self.len = bytes.len();
         }
     }
@@ -115,14 +120,22 @@ impl Carry {
         (mem::take(&mut self.buf), len)
     }
 
-    /// Carry `buf[start..end]` (moved to the front), or free `buf` if empty.
+    /// Carry `buf[start..end]` (moved to the front).
     fn keep(&mut self, mut buf: Vec<u8>, start: usize, end: usize) {
-        if start == end {
-            return;
-        }
         buf.copy_within(start..end, 0);
         self.buf = buf;
         self.len = end - start;
+    }
+
+    /// After a read: with nothing carried, free the buffer unless the
+    /// connection is `busy` (bulk data keeps arriving in partial records;
+    /// freeing and reallocating tens of KiB per record made the allocator
+    /// give pages back to the OS and fault them in again). An idle
+    /// connection's next small read frees it.
+    fn settle(&mut self, busy: bool) {
+        if self.len == 0 && !busy {
+            self.buf = Vec::new();
+        }
     }
 }
 
@@ -240,6 +253,7 @@ impl TlsSession {
             self.carry.keep(work, start, end);
             r
         };
+        self.carry.settle(sink.filled >= BUSY_READ);
         let r = r.map_err(|e| match e {
             ReadError::Tls(e) => self.fail(e, out),
             ReadError::Io(e) => e,

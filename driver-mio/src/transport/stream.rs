@@ -5,9 +5,13 @@
 //! socket does not take now (plaintext, or TLS records) are kept in `out`
 //! and pushed on the next [`Stream::flush_out`]. `flush()` returns
 //! `WouldBlock` while anything is left, which is how the transport learns
-//! that WRITABLE interest is needed. Because every byte on its way out sits
-//! in `out` (TLS records are encoded onto it directly), [`Stream::pending`] is the exact number of wire bytes not
-//! yet handed to the kernel — the backpressure measure.
+//! that WRITABLE interest is needed. Every wire byte the kernel has not
+//! taken sits in `out` (with nothing queued, a write — plaintext, or TLS
+//! records sealed in a per-thread buffer — goes to the socket at once and
+//! only the rest is kept), so [`Stream::pending`] is the exact number of
+//! wire bytes not yet handed to the kernel — the backpressure measure.
+//! (Before the TLS handshake finishes, written plaintext waits inside the
+//! [`TlsSession`] and is not counted: that is the HTTP upgrade request.)
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};

@@ -9,16 +9,15 @@
 //! stderr as JSON lines (`{"event":"connected",...}`). See `--help`.
 //!
 //! The loop runs the supervisor *embedded* in a `mio::Poll` this program
-//! owns, next to a self-pipe (mio allows one `Waker` per `Poll`, and the
-//! supervisor has it): the stdin thread wakes the loop for every line, so a
-//! line is sent at once (no polling interval).
+//! owns, sharing one `mio::Waker` with it (`embedded_with_waker`: mio allows
+//! one per `Poll`): the stdin thread wakes the loop for every line, so a
+//! line is sent at once (no polling interval), on every platform mio runs.
 
-use mio::net::UnixStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token, Waker};
 use std::fmt::Write as _;
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, Write};
 use std::process::exit;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 use zenws_core::retry::RetryCount;
 use zenws_core::supervisor::{RestartIntensity, SupervisorConfig};
@@ -310,10 +309,11 @@ enum Input {
 }
 
 /// Read stdin on its own thread; each line (or EOF) wakes the loop.
-fn spawn_stdin(tx: mpsc::Sender<Input>, waker: UnixStream) {
-    // A full pipe means a wake-up is pending anyway: errors are ignored.
+fn spawn_stdin(tx: mpsc::Sender<Input>, waker: Arc<Waker>) {
+    // A failed wake-up leaves the line for the next turn (at most the
+    // supervisor's next deadline away): nothing is lost.
     let wake = move || {
-        let _ = (&waker).write(&[1]);
+        let _ = waker.wake();
     };
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
@@ -369,12 +369,11 @@ fn main() {
 
 fn run(opts: Options) -> Result<i32, Error> {
     let mut poll = Poll::new()?;
-    let (mut wake_rx, wake_tx) = UnixStream::pair()?;
-    poll.registry()
-        .register(&mut wake_rx, WAKE, Interest::READABLE)?;
-    let mut wake_tx = Some(wake_tx);
-    // The supervisor's tokens start at 1: token 0 is our self-pipe.
-    let mut sup = ClientSupervisor::embedded(poll.registry(), 1, opts.supervisor)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+    // The supervisor's tokens start at 1: token 0 is the shared waker.
+    let mut sup =
+        ClientSupervisor::embedded_with_waker(poll.registry(), 1, opts.supervisor, waker.clone())?;
+    let mut stdin_waker = Some(waker);
     let id = match sup.start_client(&opts.url, opts.config) {
         Ok(id) => id,
         Err(e @ (Error::InvalidUrl(_) | Error::TlsSetup(_) | Error::InvalidConfig(_))) => {
@@ -398,10 +397,9 @@ fn run(opts: Options) -> Result<i32, Error> {
             Err(e) => return Err(Error::Io(e)),
         }
         for ev in events.iter() {
-            if ev.token() == WAKE {
-                let mut sink = [0u8; 64];
-                while matches!((&wake_rx).read(&mut sink), Ok(n) if n > 0) {}
-            } else {
+            // A wake-up (stdin line, DNS answer) needs no handling of its
+            // own: `process` below and the stdin queue cover it.
+            if ev.token() != WAKE {
                 sup.handle_mio_event(ev);
             }
         }
@@ -461,7 +459,7 @@ fn run(opts: Options) -> Result<i32, Error> {
                 }
                 ClientEvent::Opened { .. } => {
                     JsonLine::new("connected").str("url", &opts.url).emit();
-                    if let (Some(tx), Some(w)) = (tx.take(), wake_tx.take()) {
+                    if let (Some(tx), Some(w)) = (tx.take(), stdin_waker.take()) {
                         spawn_stdin(tx, w);
                     }
                 }

@@ -33,7 +33,7 @@ impl Message {
 
 /// Lifecycle and data events, drained with
 /// [`ClientSupervisor::poll_event`](crate::ClientSupervisor::poll_event) or
-/// delivered to a [`Handler`](crate::Handler).
+/// delivered to a [`Handler`].
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum ClientEvent {

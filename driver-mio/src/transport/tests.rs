@@ -72,6 +72,23 @@ impl Harness {
         }
     }
 
+    /// Close with 1000 and expect the close handshake to end in `Closed`
+    /// with 1000.
+    fn close_normally(&mut self, t: &mut Transport) {
+        t.close(self.registry(), 1000, "");
+        let evs = self.drive_until_final(t);
+        assert!(
+            matches!(
+                evs.last(),
+                Some(TransportEvent::Closed {
+                    code: Some(1000),
+                    ..
+                })
+            ),
+            "{evs:?}"
+        );
+    }
+
     fn drive_until_final(&mut self, t: &mut Transport) -> Vec<TransportEvent> {
         let evs = self.drive(t, |e| e.iter().any(is_final));
         assert!(t.is_finished());
@@ -880,6 +897,19 @@ fn tls_server_with(
     (addr, rx)
 }
 
+/// A `wss://localhost` transport to `addr` trusting `pki`'s CA, driven
+/// until it is open.
+fn open_wss(addr: SocketAddr, pki: &Pki) -> (Harness, Transport) {
+    let mut h = Harness::new();
+    let mut t = h.connect(
+        &url("wss", "localhost", addr, "/"),
+        addr,
+        &tls_cfg(&pki.ca_pem),
+    );
+    h.drive(&mut t, |e| has(e, &TransportEvent::Open));
+    (h, t)
+}
+
 fn tls_cfg(ca_pem: &str) -> TransportConfig {
     let tls = crate::tls::client_config(&TlsRoots::CaPem(ca_pem.as_bytes().to_vec())).unwrap();
     TransportConfig {
@@ -914,18 +944,7 @@ fn tls_echo_with_sni() {
             TransportEvent::Binary(Bytes::from(big))
         ]
     );
-    t.close(h.registry(), 1000, "");
-    let evs = h.drive_until_final(&mut t);
-    assert!(
-        matches!(
-            evs.last(),
-            Some(TransportEvent::Closed {
-                code: Some(1000),
-                ..
-            })
-        ),
-        "{evs:?}"
-    );
+    h.close_normally(&mut t);
 }
 
 #[test]
@@ -933,28 +952,11 @@ fn tls12_echo() {
     // A TLS 1.2-only server: the unbuffered client handles both versions.
     let pki = pki(&["localhost"]);
     let (addr, _) = tls_server_with(pki.server_config_for(&[&rustls::version::TLS12]));
-    let mut h = Harness::new();
-    let mut t = h.connect(
-        &url("wss", "localhost", addr, "/"),
-        addr,
-        &tls_cfg(&pki.ca_pem),
-    );
-    h.drive(&mut t, |e| has(e, &TransportEvent::Open));
+    let (mut h, mut t) = open_wss(addr, &pki);
     t.send(h.registry(), Message::text("over tls 1.2")).unwrap();
     let evs = h.drive(&mut t, |e| !e.is_empty());
     assert_eq!(evs, vec![TransportEvent::Text("over tls 1.2".into())]);
-    t.close(h.registry(), 1000, "");
-    let evs = h.drive_until_final(&mut t);
-    assert!(
-        matches!(
-            evs.last(),
-            Some(TransportEvent::Closed {
-                code: Some(1000),
-                ..
-            })
-        ),
-        "{evs:?}"
-    );
+    h.close_normally(&mut t);
 }
 
 #[test]
@@ -1094,13 +1096,7 @@ fn tls_in_pieces_then_eof_without_close_notify(chunk: usize, size: u32) {
         let stream = ws.into_inner();
         stream.sock.socket.shutdown(std::net::Shutdown::Both).ok();
     });
-    let mut h = Harness::new();
-    let mut t = h.connect(
-        &url("wss", "localhost", addr, "/"),
-        addr,
-        &tls_cfg(&pki.ca_pem),
-    );
-    h.drive(&mut t, |e| has(e, &TransportEvent::Open));
+    let (mut h, mut t) = open_wss(addr, &pki);
     t.send(h.registry(), Message::text("go")).unwrap();
     let evs = h.drive_until_final(&mut t);
     assert_eq!(

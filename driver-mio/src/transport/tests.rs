@@ -991,6 +991,42 @@ fn tls_close_notify_after_data_ends_the_stream() {
     assert_eq!(failure(&evs), Error::ConnectionReset);
 }
 
+/// Raw bytes on the socket where records belong: a TLS failure (alert
+/// queued, connection ends), not a panic and not a hang. Debug builds run
+/// rustls's own assertions on this path.
+fn garbage_after_the_tls_handshake(garbage: &'static [u8]) {
+    let pki = pki(&["localhost"]);
+    let cfg = pki.server_config();
+    let addr = server(move |mut s| {
+        let mut conn = rustls::ServerConnection::new(cfg).unwrap();
+        conn.complete_io(&mut s).unwrap();
+        let mut ws = tungstenite::accept(rustls::StreamOwned::new(conn, s)).unwrap();
+        assert!(matches!(ws.read(), Ok(Message::Text(_))));
+        ws.get_mut().sock.write_all(garbage).unwrap();
+        thread::sleep(Duration::from_millis(300));
+    });
+    let (mut h, mut t) = open_wss(addr, &pki);
+    t.send(h.registry(), Message::text("go")).unwrap();
+    let evs = h.drive_until_final(&mut t);
+    assert_eq!(failure(&evs), Error::Tls, "{evs:?}");
+}
+
+#[test]
+fn record_that_fails_decryption_is_a_tls_error() {
+    // A well-formed application-data record header, 32 bytes of noise.
+    const RECORD: &[u8] = &[
+        0x17, 0x03, 0x03, 0x00, 0x20, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB,
+        0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB,
+        0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB,
+    ];
+    garbage_after_the_tls_handshake(RECORD);
+}
+
+#[test]
+fn bytes_that_are_not_a_record_are_a_tls_error() {
+    garbage_after_the_tls_handshake(&[0xFF; 64]);
+}
+
 #[test]
 fn tls_unknown_ca_is_certificate_error() {
     let server_pki = pki(&["localhost"]);

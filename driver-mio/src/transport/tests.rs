@@ -43,6 +43,20 @@ impl Harness {
         Transport::connect(self.registry(), TOKEN, &target, addr, cfg).unwrap()
     }
 
+    /// A `ws://127.0.0.1` transport to `addr` with the default config.
+    fn connect_ws(&self, addr: SocketAddr) -> Transport {
+        self.connect(
+            &url("ws", "127.0.0.1", addr, "/"),
+            addr,
+            &TransportConfig::default(),
+        )
+    }
+
+    /// A `wss://{host}` transport to `addr` trusting the CA in `ca_pem`.
+    fn connect_wss(&self, host: &str, addr: SocketAddr, ca_pem: &str) -> Transport {
+        self.connect(&url("wss", host, addr, "/"), addr, &tls_cfg(ca_pem))
+    }
+
     /// Poll and feed events until `done(new events)` holds; returns the
     /// events seen since the last call.
     fn drive(
@@ -109,6 +123,21 @@ fn failure(evs: &[TransportEvent]) -> Error {
         Some(TransportEvent::Failed { error, .. }) => *error,
         other => panic!("expected Failed, got {other:?} in {evs:?}"),
     }
+}
+
+/// How a `ws://` connection to `addr` ends (it must fail).
+fn ws_failure(addr: SocketAddr) -> Error {
+    let mut h = Harness::new();
+    let mut t = h.connect_ws(addr);
+    failure(&h.drive_until_final(&mut t))
+}
+
+/// How a `wss://{host}` connection to `addr` trusting `ca_pem` ends (it must
+/// fail).
+fn wss_failure(host: &str, addr: SocketAddr, ca_pem: &str) -> Error {
+    let mut h = Harness::new();
+    let mut t = h.connect_wss(host, addr, ca_pem);
+    failure(&h.drive_until_final(&mut t))
 }
 
 fn has(evs: &[TransportEvent], want: &TransportEvent) -> bool {
@@ -286,27 +315,13 @@ fn http_answer(status_line: &'static str) -> SocketAddr {
 #[test]
 fn upgrade_401_is_rejected() {
     let addr = http_answer("HTTP/1.1 401 Unauthorized");
-    let mut h = Harness::new();
-    let mut t = h.connect(
-        &url("ws", "127.0.0.1", addr, "/"),
-        addr,
-        &TransportConfig::default(),
-    );
-    let evs = h.drive_until_final(&mut t);
-    assert_eq!(failure(&evs), Error::UpgradeRejected { status: 401 });
+    assert_eq!(ws_failure(addr), Error::UpgradeRejected { status: 401 });
 }
 
 #[test]
 fn upgrade_503_is_unavailable() {
     let addr = http_answer("HTTP/1.1 503 Service Unavailable");
-    let mut h = Harness::new();
-    let mut t = h.connect(
-        &url("ws", "127.0.0.1", addr, "/"),
-        addr,
-        &TransportConfig::default(),
-    );
-    let evs = h.drive_until_final(&mut t);
-    assert_eq!(failure(&evs), Error::UpgradeUnavailable { status: 503 });
+    assert_eq!(ws_failure(addr), Error::UpgradeUnavailable { status: 503 });
 }
 
 #[test]
@@ -317,14 +332,7 @@ fn garbage_instead_of_http_is_protocol_error() {
         s.write_all(b"\x00\x01garbage\r\n\r\n").ok();
         thread::sleep(Duration::from_millis(200));
     });
-    let mut h = Harness::new();
-    let mut t = h.connect(
-        &url("ws", "127.0.0.1", addr, "/"),
-        addr,
-        &TransportConfig::default(),
-    );
-    let evs = h.drive_until_final(&mut t);
-    assert_eq!(failure(&evs), Error::Protocol);
+    assert_eq!(ws_failure(addr), Error::Protocol);
 }
 
 #[test]
@@ -333,14 +341,7 @@ fn eof_during_upgrade_is_reset() {
         let mut chunk = [0u8; 1024];
         let _ = s.read(&mut chunk);
     });
-    let mut h = Harness::new();
-    let mut t = h.connect(
-        &url("ws", "127.0.0.1", addr, "/"),
-        addr,
-        &TransportConfig::default(),
-    );
-    let evs = h.drive_until_final(&mut t);
-    assert_eq!(failure(&evs), Error::ConnectionReset);
+    assert_eq!(ws_failure(addr), Error::ConnectionReset);
 }
 
 /// One-connection server that reads the upgrade request and answers with
@@ -383,11 +384,7 @@ where
 {
     let (addr, _) = raw_upgrade_server(respond);
     let mut h = Harness::new();
-    let mut t = h.connect(
-        &url("ws", "127.0.0.1", addr, "/"),
-        addr,
-        &TransportConfig::default(),
-    );
+    let mut t = h.connect_ws(addr);
     h.drive_until_final(&mut t)
 }
 
@@ -548,11 +545,7 @@ fn peer_close_code_is_reported() {
         while ws.read().is_ok() {}
     });
     let mut h = Harness::new();
-    let mut t = h.connect(
-        &url("ws", "127.0.0.1", addr, "/"),
-        addr,
-        &TransportConfig::default(),
-    );
+    let mut t = h.connect_ws(addr);
     let evs = h.drive_until_final(&mut t);
     assert_eq!(
         evs,
@@ -574,11 +567,7 @@ fn peer_drop_without_close_is_reset() {
         // Dropping closes TCP without a close frame.
     });
     let mut h = Harness::new();
-    let mut t = h.connect(
-        &url("ws", "127.0.0.1", addr, "/"),
-        addr,
-        &TransportConfig::default(),
-    );
+    let mut t = h.connect_ws(addr);
     let evs = h.drive_until_final(&mut t);
     assert_eq!(
         evs[..2],
@@ -601,14 +590,7 @@ fn bad_frame_is_protocol_error_and_peer_hears_1002() {
         let n = ws.get_mut().read(&mut raw).unwrap_or(0);
         tx.send(raw[..n].to_vec()).ok();
     });
-    let mut h = Harness::new();
-    let mut t = h.connect(
-        &url("ws", "127.0.0.1", addr, "/"),
-        addr,
-        &TransportConfig::default(),
-    );
-    let evs = h.drive_until_final(&mut t);
-    assert_eq!(failure(&evs), Error::Protocol);
+    assert_eq!(ws_failure(addr), Error::Protocol);
     let raw = rx.recv_timeout(DEADLINE).unwrap();
     // Masked close frame: 0x88, 0x80|len, 4-byte mask, masked payload.
     assert_eq!(raw[0], 0x88, "{raw:?}");
@@ -640,11 +622,7 @@ fn message_before_bad_frame_can_still_be_answered() {
         tx.send(raw).ok();
     });
     let mut h = Harness::new();
-    let mut t = h.connect(
-        &url("ws", "127.0.0.1", addr, "/"),
-        addr,
-        &TransportConfig::default(),
-    );
+    let mut t = h.connect_ws(addr);
     let text = TransportEvent::Text("hi".into());
     h.drive(&mut t, |e| has(e, &text));
     t.send(h.registry(), Message::text("hi")).unwrap();
@@ -760,11 +738,7 @@ fn server_speaks_first(tls: bool) {
                 }
             }
         });
-        t = h.connect(
-            &url("wss", "localhost", addr, "/"),
-            addr,
-            &tls_cfg(&p.ca_pem),
-        );
+        t = h.connect_wss("localhost", addr, &p.ca_pem);
         _pki = Some(p);
     } else {
         let addr = server(move |s| {
@@ -776,11 +750,7 @@ fn server_speaks_first(tls: bool) {
                 }
             }
         });
-        t = h.connect(
-            &url("ws", "127.0.0.1", addr, "/"),
-            addr,
-            &TransportConfig::default(),
-        );
+        t = h.connect_ws(addr);
         _pki = None;
     }
     let evs = h.drive(&mut t, |e| e.len() >= 5);
@@ -901,11 +871,7 @@ fn tls_server_with(
 /// until it is open.
 fn open_wss(addr: SocketAddr, pki: &Pki) -> (Harness, Transport) {
     let mut h = Harness::new();
-    let mut t = h.connect(
-        &url("wss", "localhost", addr, "/"),
-        addr,
-        &tls_cfg(&pki.ca_pem),
-    );
+    let mut t = h.connect_wss("localhost", addr, &pki.ca_pem);
     h.drive(&mut t, |e| has(e, &TransportEvent::Open));
     (h, t)
 }
@@ -978,11 +944,7 @@ fn tls_close_notify_after_data_ends_the_stream() {
         thread::sleep(Duration::from_millis(200));
     });
     let mut h = Harness::new();
-    let mut t = h.connect(
-        &url("wss", "localhost", addr, "/"),
-        addr,
-        &tls_cfg(&pki.ca_pem),
-    );
+    let mut t = h.connect_wss("localhost", addr, &pki.ca_pem);
     let evs = h.drive_until_final(&mut t);
     assert!(
         has(&evs, &TransportEvent::Text("last words".into())),
@@ -1032,28 +994,20 @@ fn tls_unknown_ca_is_certificate_error() {
     let server_pki = pki(&["localhost"]);
     let other = pki(&["localhost"]);
     let (addr, _) = tls_server(&server_pki);
-    let mut h = Harness::new();
-    let mut t = h.connect(
-        &url("wss", "localhost", addr, "/"),
-        addr,
-        &tls_cfg(&other.ca_pem),
+    assert_eq!(
+        wss_failure("localhost", addr, &other.ca_pem),
+        Error::TlsCertificate
     );
-    let evs = h.drive_until_final(&mut t);
-    assert_eq!(failure(&evs), Error::TlsCertificate);
 }
 
 #[test]
 fn tls_name_mismatch_is_certificate_error() {
     let pki = pki(&["localhost"]);
     let (addr, _) = tls_server(&pki);
-    let mut h = Harness::new();
-    let mut t = h.connect(
-        &url("wss", "wrong.example", addr, "/"),
-        addr,
-        &tls_cfg(&pki.ca_pem),
+    assert_eq!(
+        wss_failure("wrong.example", addr, &pki.ca_pem),
+        Error::TlsCertificate
     );
-    let evs = h.drive_until_final(&mut t);
-    assert_eq!(failure(&evs), Error::TlsCertificate);
 }
 
 #[test]
@@ -1066,16 +1020,8 @@ fn tls_to_plain_server_is_tls_error() {
             .ok();
         thread::sleep(Duration::from_millis(200));
     });
-    let mut h = Harness::new();
     let pki = pki(&["localhost"]);
-    let mut t = h.connect(
-        &url("wss", "localhost", addr, "/"),
-        addr,
-        &tls_cfg(&pki.ca_pem),
-    );
-    let evs = h.drive_until_final(&mut t);
-    let e = failure(&evs);
-    assert_eq!(e, Error::Tls);
+    assert_eq!(wss_failure("localhost", addr, &pki.ca_pem), Error::Tls);
 }
 
 /// A socket that writes at most `chunk` bytes per call (and pauses now and
@@ -1187,11 +1133,7 @@ fn close_before_open_reports_closed_via_handle_event() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let h = Harness::new();
-    let mut t = h.connect(
-        &url("ws", "127.0.0.1", addr, "/"),
-        addr,
-        &TransportConfig::default(),
-    );
+    let mut t = h.connect_ws(addr);
     t.close(h.registry(), 1000, "");
     assert!(t.is_finished());
     let mut evs = Vec::new();
@@ -1259,14 +1201,7 @@ fn invalid_utf8_fails_before_the_frame_ends() {
             .unwrap();
         tx.send(read_all(ws.get_mut())).ok();
     });
-    let mut h = Harness::new();
-    let mut t = h.connect(
-        &url("ws", "127.0.0.1", addr, "/"),
-        addr,
-        &TransportConfig::default(),
-    );
-    let evs = h.drive_until_final(&mut t);
-    assert_eq!(failure(&evs), Error::Protocol);
+    assert_eq!(ws_failure(addr), Error::Protocol);
     let frames = client_frames(&rx.recv_timeout(DEADLINE).unwrap());
     assert_eq!(frames[0].0, 0x8, "{frames:?}");
     assert_eq!(frames[0].1[..2], 1007u16.to_be_bytes());
@@ -1294,11 +1229,7 @@ fn pong_goes_out_first_and_text_split_across_reads_is_reassembled() {
         tx.send(read_all(s)).ok();
     });
     let mut h = Harness::new();
-    let mut t = h.connect(
-        &url("ws", "127.0.0.1", addr, "/"),
-        addr,
-        &TransportConfig::default(),
-    );
+    let mut t = h.connect_ws(addr);
     let evs = h.drive(&mut t, |e| {
         e.iter().any(|e| matches!(e, TransportEvent::Text(_)))
     });

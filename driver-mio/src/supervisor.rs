@@ -631,7 +631,7 @@ impl ClientSupervisor {
     ) -> Result<(), Error> {
         let Some(mut poll) = self.poll.take() else {
             return Err(Error::InvalidConfig(
-                "run_once on an embedded supervisor: drive it with handle_mio_event and process"
+                "run_once/run_turn on an embedded supervisor: drive it with handle_mio_event and process"
                     .into(),
             ));
         };

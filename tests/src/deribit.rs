@@ -989,26 +989,23 @@ mod tests {
     #[test]
     fn request_log_across_reconnects() {
         let srv = DeribitServer::plain().unwrap();
-        let mut ws = connect(&srv.url(), None).unwrap();
-        auth(&mut ws, 1);
-        rpc(
-            &mut ws,
-            2,
-            "public/subscribe",
-            json!({"channels": ["ticker.BTC-PERPETUAL.raw"]}),
-        );
+        let auth_and_subscribe = || {
+            let mut ws = connect(&srv.url(), None).unwrap();
+            auth(&mut ws, 1);
+            rpc(
+                &mut ws,
+                2,
+                "public/subscribe",
+                json!({"channels": ["ticker.BTC-PERPETUAL.raw"]}),
+            );
+            ws
+        };
+        let _first = auth_and_subscribe();
         srv.kill_connections();
         assert!(srv.wait_live_connections(0, T));
         srv.stop();
         srv.restart().unwrap();
-        let mut ws = connect(&srv.url(), None).unwrap();
-        auth(&mut ws, 1);
-        rpc(
-            &mut ws,
-            2,
-            "public/subscribe",
-            json!({"channels": ["ticker.BTC-PERPETUAL.raw"]}),
-        );
+        let _second = auth_and_subscribe();
         let expected: Vec<(usize, String)> = [
             (0, "public/auth"),
             (0, "public/subscribe"),

@@ -111,17 +111,13 @@ fn upgrade_401_and_403_are_fatal_503_is_transient() {
     assert_eq!(srv.connections_accepted(), 3);
 }
 
-#[test]
-fn tls_unknown_ca_is_fatal_with_exactly_one_attempt() {
-    let server_pki = TestPki::generate();
-    let other_pki = TestPki::generate();
-    let server = EchoServer::start(EchoOptions::tls(server_pki.server_config())).unwrap();
-    let wrong_ca = other_pki.write_ca_temp_file().unwrap();
+/// A client with generous retries and the default (transient) restart type
+/// against a TLS `server` it must not trust (trusting `ca`): a certificate
+/// error, fatal, after exactly one attempt — never retried or restarted.
+fn certificate_error_after_one_attempt(server: &EchoServer, ca: &std::path::Path) {
     let mut sup = ClientSupervisor::new().unwrap();
-    // Generous retries and the default (transient) restart type: a
-    // certificate error must still not be retried or restarted.
     let id = sup
-        .start_client(&server.url(), fast(RetryCount::Infinite).ca_file(&wrong_ca))
+        .start_client(&server.url(), fast(RetryCount::Infinite).ca_file(ca))
         .unwrap();
     let ev = run_until(&mut sup, 10, |_, ev| exit_of(ev, id).is_some());
     assert_eq!(
@@ -132,6 +128,15 @@ fn tls_unknown_ca_is_fatal_with_exactly_one_attempt() {
     assert!(reconnect_reasons(&ev, id).is_empty());
     run_for(&mut sup, Duration::from_millis(150));
     assert_eq!(server.connections_accepted(), 1);
+}
+
+#[test]
+fn tls_unknown_ca_is_fatal_with_exactly_one_attempt() {
+    let server_pki = TestPki::generate();
+    let other_pki = TestPki::generate();
+    let server = EchoServer::start(EchoOptions::tls(server_pki.server_config())).unwrap();
+    let wrong_ca = other_pki.write_ca_temp_file().unwrap();
+    certificate_error_after_one_attempt(&server, &wrong_ca);
     let _ = std::fs::remove_file(wrong_ca);
 }
 
@@ -140,18 +145,7 @@ fn tls_name_mismatch_is_fatal() {
     let pki = TestPki::generate_for(&["other.example"]);
     let server = EchoServer::start(EchoOptions::tls(pki.server_config())).unwrap();
     let ca = pki.write_ca_temp_file().unwrap();
-    let mut sup = ClientSupervisor::new().unwrap();
-    let id = sup
-        .start_client(&server.url(), fast(RetryCount::Infinite).ca_file(&ca))
-        .unwrap();
-    let ev = run_until(&mut sup, 10, |_, ev| exit_of(ev, id).is_some());
-    assert_eq!(
-        failed_with(&ev, id),
-        Some(ExitReason::Fatal(Reason::TlsCertificate)),
-        "{ev:#?}"
-    );
-    run_for(&mut sup, Duration::from_millis(100));
-    assert_eq!(server.connections_accepted(), 1);
+    certificate_error_after_one_attempt(&server, &ca);
     let _ = std::fs::remove_file(ca);
 }
 

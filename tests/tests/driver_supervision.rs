@@ -189,10 +189,7 @@ fn flapping_server_exhausts_the_budget_once() {
         3
     );
     // Until the escalation the sibling was untouched (one-for-one).
-    let escalation = ea
-        .iter()
-        .position(|e| matches!(e, ClientEvent::BudgetExhausted { .. }))
-        .unwrap();
+    let escalation = escalation_index(&ea);
     assert!(
         !ea[..escalation].iter().any(|e| e.client() == Some(sibling)),
         "{ea:#?}"

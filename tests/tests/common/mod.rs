@@ -131,6 +131,14 @@ pub fn count(events: &[ClientEvent], pred: impl Fn(&ClientEvent) -> bool) -> usi
     events.iter().filter(|e| pred(e)).count()
 }
 
+/// Where the (first) `BudgetExhausted` escalation is in `events`.
+pub fn escalation_index(events: &[ClientEvent]) -> usize {
+    events
+        .iter()
+        .position(|e| matches!(e, ClientEvent::BudgetExhausted { .. }))
+        .expect("no BudgetExhausted event")
+}
+
 /// No heartbeat, default retries.
 pub fn quiet() -> ClientConfig {
     let mut c = ClientConfig::default();

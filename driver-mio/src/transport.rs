@@ -33,6 +33,7 @@ mod handshake;
 mod stream;
 #[cfg(test)]
 mod tests;
+mod thread_buf;
 mod tls_session;
 
 use std::fmt;

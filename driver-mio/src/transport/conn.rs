@@ -13,7 +13,6 @@
 //! masked payload, the one copy) and handed to the stream, which writes
 //! them straight to the socket or keeps what it does not take.
 
-use std::cell::RefCell;
 use std::fmt;
 use std::io::{self, Write};
 
@@ -22,33 +21,18 @@ use zenws_core::Error;
 
 use super::codec::{self, CodecError, Decoder, Frame, MaskRng};
 use super::stream::{classify_io, Stream};
+use super::thread_buf;
 use super::{EventSink, TransportEvent};
 
 /// The shared read buffer's size: the most one `read` asks for.
 pub(super) const READ_BUF: usize = 64 << 10;
-/// Capacity a per-thread scratch buffer (frame building here, TLS sealing
-/// in `stream.rs`) keeps between messages; more (after a larger message) is
-/// released. One buffer per thread, so generous: releasing it after every
-/// large message gives its pages back to the OS and faults them in again on
-/// the next one (measured with 64 KiB: +60 % CPU per 100 KB wss message).
-pub(super) const SCRATCH_KEEP: usize = 4 << 20;
-
-thread_local! {
-    static READ: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Run `f` with this thread's read buffer (a fresh one in the unexpected
-/// case that it is already in use further up the stack).
+/// Run `f` with this thread's read buffer, [`READ_BUF`] bytes long.
 pub(super) fn with_read_buf<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
-    READ.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < READ_BUF {
-                buf.resize(READ_BUF, 0);
-            }
-            f(&mut buf)
+    thread_buf::with(&thread_buf::READ, |buf| {
+        if buf.len() < READ_BUF {
+            buf.resize(READ_BUF, 0);
         }
-        Err(_) => f(&mut vec![0; READ_BUF]),
+        f(buf)
     })
 }
 
@@ -166,29 +150,21 @@ impl Conn {
             let n = codec::encode_into(&mut buf, op, fin, payload, key);
             return ignore_would_block(self.stream.write_all(&buf[..n]));
         }
-        self.with_scratch(|buf| codec::encode(buf, op, fin, payload, key))
+        self.with_frame_buf(|buf| codec::encode(buf, op, fin, payload, key))
     }
 
     /// Our close frame (`None`: empty payload).
     pub(super) fn send_close(&mut self, code: Option<u16>, reason: &str) -> io::Result<()> {
         let key = self.rng.next_key();
-        self.with_scratch(|buf| codec::encode_close(buf, code, reason, key))
+        self.with_frame_buf(|buf| codec::encode_close(buf, code, reason, key))
     }
 
-    fn with_scratch(&mut self, build: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
-        let stream = &mut self.stream;
-        let write = |buf: &mut Vec<u8>| {
+    /// Build one frame in this thread's frame buffer and write it.
+    fn with_frame_buf(&mut self, build: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+        thread_buf::with(&thread_buf::FRAME, |buf| {
             buf.clear();
             build(buf);
-            let r = ignore_would_block(stream.write_all(buf));
-            if buf.capacity() > SCRATCH_KEEP {
-                *buf = Vec::new();
-            }
-            r
-        };
-        SCRATCH.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut buf) => write(&mut buf),
-            Err(_) => write(&mut Vec::new()),
+            ignore_would_block(self.stream.write_all(buf))
         })
     }
 

@@ -13,7 +13,6 @@
 //! (Before the TLS handshake finishes, written plaintext waits inside the
 //! [`TlsSession`] and is not counted: that is the HTTP upgrade request.)
 
-use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
@@ -22,18 +21,12 @@ use mio::net::TcpStream;
 use rustls::pki_types::ServerName;
 use zenws_core::Error;
 
-use super::conn::SCRATCH_KEEP;
+use super::thread_buf;
 use super::tls_session::{classify_tls, Sealed, TlsFailure, TlsSession};
 
 /// Bytes worth compacting the buffer for (we keep a read offset instead of
 /// shifting the vector after every partial write).
 const COMPACT_AT: usize = 64 * 1024;
-
-thread_local! {
-    /// TLS records on their way to a socket with nothing queued (see
-    /// [`Stream`]'s `Write`).
-    static SEALED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
 
 pub(crate) struct Stream {
     tcp: TcpStream,
@@ -251,23 +244,13 @@ impl Write for Stream {
             // Nothing queued: seal into this thread's buffer and hand the
             // records to the socket at once, so an idle connection owns no
             // outgoing buffer (the plain path's rule, for records).
-            SEALED.with(|cell| {
-                let mut fresh = Vec::new();
-                let mut guard = cell.try_borrow_mut();
-                let scratch = match guard.as_mut() {
-                    Ok(v) => &mut **v,
-                    Err(_) => &mut fresh,
-                };
+            thread_buf::with(&thread_buf::SEALED, |scratch| {
                 let mut sealed = Sealed::new(scratch);
                 let r = match self.tls.as_mut() {
                     Some(tls) => tls.write(buf, &mut sealed),
                     None => Ok(()),
                 };
-                let r = r.and_then(|()| self.write_through(sealed.bytes()));
-                if scratch.len() > SCRATCH_KEEP {
-                    *scratch = Vec::new();
-                }
-                r
+                r.and_then(|()| self.write_through(sealed.bytes()))
             })?;
         }
         Ok(buf.len())

@@ -25,7 +25,6 @@
 //! handles the state it returns before anything else happens, as the API
 //! demands.
 
-use std::cell::RefCell;
 use std::fmt;
 use std::io::{self, Read};
 use std::mem;
@@ -37,6 +36,8 @@ use rustls::unbuffered::{
     ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedStatus, WriteTraffic,
 };
 use zenws_core::Error;
+
+use super::thread_buf;
 
 /// Size of the per-thread ciphertext buffer (one socket read asks for at
 /// most this much).
@@ -55,19 +56,6 @@ const RECORD_ROOM: usize = (16 << 10) + (2 << 10);
 /// byte are 22 bytes in TLS 1.3, 29 in TLS 1.2; rustls tells us the exact
 /// size if it needs more.
 const RECORD_OVERHEAD: usize = 64;
-
-thread_local! {
-    static SCRATCH_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Run `f` with this thread's ciphertext buffer (a fresh one in the
-/// unexpected case that it is in use further up the stack).
-fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
-    SCRATCH_BUF.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => f(&mut buf),
-        Err(_) => f(&mut Vec::new()),
-    })
-}
 
 /// One client TLS connection whose buffers the caller owns.
 pub(crate) struct TlsSession {
@@ -236,7 +224,7 @@ impl TlsSession {
         }
         let mut sink = Sink { buf, filled: 0 };
         let r = if self.carry.is_empty() {
-            with_scratch(|scratch| {
+            thread_buf::with(&thread_buf::CIPHER, |scratch| {
                 let (r, start, end) = self.read_into(socket, out, &mut sink, scratch, 0, SCRATCH);
                 // What rustls has not consumed stays with this connection.
                 self.carry.set(&scratch[start..end]);

@@ -12,7 +12,6 @@ use mio::{Registry, Token};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use zenws_core::frame::FrameKind;
 use zenws_core::session::{Session, SessionEvent, Step};
 use zenws_core::{
     Action, Connection, Delivery, Epoch, Error as Reason, Event, ExitReason, Instant,
@@ -206,16 +205,8 @@ impl Slot {
             }
             Action::Send { epoch, frame } if epoch == self.conn.epoch() => {
                 let enc = frame.encode();
-                let msg = match enc.kind {
-                    FrameKind::Ping => tungstenite::Message::Ping(enc.bytes.to_vec().into()),
-                    FrameKind::Binary => tungstenite::Message::Binary(enc.bytes.to_vec().into()),
-                    FrameKind::Text => match std::str::from_utf8(&enc.bytes) {
-                        Ok(s) => tungstenite::Message::text(s),
-                        Err(_) => tungstenite::Message::Binary(enc.bytes.to_vec().into()),
-                    },
-                };
                 if let Some(t) = self.transport.as_mut() {
-                    if let Err(e) = t.send(ctx.registry, msg) {
+                    if let Err(e) = t.send_core_frame(ctx.registry, enc.kind, &enc.bytes) {
                         log::debug!("{}: core frame not sent: {e:?}", self.id);
                     }
                 }

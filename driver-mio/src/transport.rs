@@ -45,6 +45,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Bytes, Message, Utf8Bytes};
+use zenws_core::frame::FrameKind;
 use zenws_core::Error;
 
 use crate::tls::{self, TlsRoots};
@@ -174,6 +175,14 @@ pub enum SendFailure {
     /// Writing failed: the connection is gone. A `Failed` (or `Closed`)
     /// event is pending: collect it with `handle_event(registry, false,
     /// false, out)`.
+    Failed,
+}
+
+/// Why a frame was not sent: [`SendFailure`] without the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    NotOpen,
+    Backpressure,
     Failed,
 }
 
@@ -394,37 +403,71 @@ impl Transport {
             self.close(registry, code, &reason);
             return Ok(());
         }
+        let (op, fin, payload): (u8, bool, &[u8]) = match &msg {
+            Message::Text(t) => (codec::OP_TEXT, true, t.as_bytes()),
+            Message::Binary(b) => (codec::OP_BINARY, true, b),
+            Message::Ping(p) => (codec::OP_PING, true, p),
+            Message::Pong(p) => (codec::OP_PONG, true, p),
+            Message::Frame(f) => (
+                u8::from(f.header().opcode),
+                f.header().is_final,
+                f.payload(),
+            ),
+            Message::Close(_) => return Ok(()),
+        };
+        match self.send_frame(registry, op, fin, payload) {
+            Ok(()) => Ok(()),
+            Err(Refusal::NotOpen) => Err(SendFailure::NotOpen(msg)),
+            Err(Refusal::Backpressure) => Err(SendFailure::Backpressure(msg)),
+            Err(Refusal::Failed) => Err(SendFailure::Failed),
+        }
+    }
+
+    /// A frame the core built (a heartbeat ping, a Deribit reply), sent from
+    /// its bytes: no `Message` (and no allocation) for it. A refusal only
+    /// says why; the core sends the next one when its time comes.
+    pub(crate) fn send_core_frame(
+        &mut self,
+        registry: &Registry,
+        kind: FrameKind,
+        payload: &[u8],
+    ) -> Result<(), Refusal> {
+        let op = match kind {
+            FrameKind::Ping => codec::OP_PING,
+            FrameKind::Text if std::str::from_utf8(payload).is_ok() => codec::OP_TEXT,
+            FrameKind::Text | FrameKind::Binary => codec::OP_BINARY,
+        };
+        self.send_frame(registry, op, true, payload)
+    }
+
+    /// [`Transport::send`] once it has the frame's bytes.
+    fn send_frame(
+        &mut self,
+        registry: &Registry,
+        op: u8,
+        fin: bool,
+        payload: &[u8],
+    ) -> Result<(), Refusal> {
         let State::Open(c) = &mut self.state else {
-            return Err(SendFailure::NotOpen(msg));
+            return Err(Refusal::NotOpen);
         };
         if c.ws != WsState::Active || self.local_close || self.peer_close.is_some() {
-            return Err(SendFailure::NotOpen(msg));
+            return Err(Refusal::NotOpen);
         }
         if c.stream.pending() >= self.max_pending {
             // The writable event may simply not have been handled yet.
             let _ = c.flush();
             if c.stream.pending() >= self.max_pending {
-                return Err(SendFailure::Backpressure(msg));
+                return Err(Refusal::Backpressure);
             }
         }
-        let written = match &msg {
-            Message::Text(t) => c.send_frame(codec::OP_TEXT, true, t.as_bytes()),
-            Message::Binary(b) => c.send_frame(codec::OP_BINARY, true, b),
-            Message::Ping(p) => c.send_frame(codec::OP_PING, true, p),
-            Message::Pong(p) => c.send_frame(codec::OP_PONG, true, p),
-            Message::Frame(f) => {
-                let h = f.header();
-                c.send_frame(u8::from(h.opcode), h.is_final, f.payload())
-            }
-            Message::Close(_) => Ok(()),
-        };
-        if let Err(e) = written.and_then(|()| c.flush()) {
+        if let Err(e) = c.send_frame(op, fin, payload).and_then(|()| c.flush()) {
             self.on_ws_error(registry, WsError::Io(e));
-            return Err(SendFailure::Failed);
+            return Err(Refusal::Failed);
         }
         self.update_interest(registry);
         if self.is_finished() {
-            return Err(SendFailure::Failed);
+            return Err(Refusal::Failed);
         }
         Ok(())
     }

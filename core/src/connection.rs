@@ -22,7 +22,7 @@ use crate::exit::ExitReason;
 use crate::frame::Frame;
 use crate::health::{Health, HealthStatus, Metrics};
 use crate::heartbeat::{Heartbeat, HeartbeatConfig};
-use crate::ratelimit::{RateLimit, TokenBucket};
+use crate::ratelimit::{Buckets, RateLimit};
 use crate::retry::{Backoff, RetryPolicy};
 use crate::time::{earliest, Instant};
 use core::time::Duration;
@@ -144,6 +144,13 @@ pub enum Event {
     },
     /// The heartbeat threshold was reached; the socket is aborted.
     HeartbeatFailed,
+    /// The server refused the heartbeat setup (Deribit `set_heartbeat`)
+    /// with this error code: asked again after a delay, and the silence
+    /// meanwhile is not counted as missed heartbeats.
+    HeartbeatSetupFailed {
+        /// The JSON-RPC error code.
+        code: i64,
+    },
     /// This incarnation ended: what a supervisor reacts to.
     Exited(ExitReason),
 }
@@ -265,7 +272,11 @@ pub struct Connection {
     attempt: u32,
     backoff: Backoff,
     heartbeat: Heartbeat,
-    bucket: Option<TokenBucket>,
+    /// Rate-limit pools; kept across reconnects and restarts (servers
+    /// count per account, not per socket).
+    buckets: Option<Buckets>,
+    /// No connection attempt before this (the server's rate limit was hit).
+    hold_until: Option<Instant>,
     last_data: Option<Instant>,
     metrics: Metrics,
     actions: Deque<Action, ACTIONS>,
@@ -281,7 +292,8 @@ impl Connection {
             attempt: 0,
             backoff: Backoff::new(config.seed),
             heartbeat: Heartbeat::new(config.heartbeat),
-            bucket: config.rate_limit.map(|r| r.bucket()),
+            buckets: config.rate_limit.map(|r| r.buckets()),
+            hold_until: None,
             last_data: None,
             metrics: Metrics::default(),
             actions: Deque::new(),
@@ -414,10 +426,26 @@ impl Connection {
     /// refusing it: heartbeats must not starve, but the server charges them
     /// (Deribit bills `public/test`), so user sends see the real budget.
     fn charge(&mut self, now: Instant, frame: &Frame) {
-        if let (Some(bucket), Some(limit)) = (self.bucket.as_mut(), self.config.rate_limit.as_ref())
-        {
-            let _ = bucket.try_acquire(now, (limit.cost)(&frame.encode().bytes));
+        if let (Some(b), Some(limit)) = (self.buckets.as_mut(), self.config.rate_limit.as_ref()) {
+            b.charge(limit, now, &frame.encode().bytes);
         }
+    }
+
+    /// The server said its rate limit was hit (e.g. Deribit 10028, after
+    /// which it closes the session): empty the rate-limit pools, so sends
+    /// wait for the credits to refill, and hold any reconnect until then.
+    /// Returns the wait (zero without a configured rate limit: then a
+    /// reconnect waits at least the retry delay, as for any failure).
+    pub fn throttle(&mut self, now: Instant) -> Duration {
+        let wait = self.buckets.as_mut().map_or(Duration::ZERO, |b| b.drain(now));
+        if wait > Duration::ZERO {
+            let until = now + wait;
+            self.hold_until = Some(self.hold_until.map_or(until, |h| h.max(until)));
+            if let Phase::Backoff { until: u } = self.phase {
+                self.phase = Phase::Backoff { until: u.max(until) };
+            }
+        }
+        wait
     }
 
     /// The socket of `epoch` failed (connect refused, TLS rejected, reset, ...).
@@ -467,6 +495,9 @@ impl Connection {
         match self.backoff.on_failure(now, &self.config.retry) {
             Some(delay) => {
                 self.attempt = self.attempt.saturating_add(1);
+                // Never before the server's rate limit lets us back in.
+                let hold = self.hold_until.filter(|&h| h > now + delay);
+                let delay = hold.map_or(delay, |h| h - now);
                 self.phase = Phase::Backoff { until: now + delay };
                 self.push_event(Event::Reconnecting {
                     attempt: self.attempt,
@@ -475,6 +506,16 @@ impl Connection {
                 });
             }
             None => self.finish(ExitReason::RetriesExhausted { last: error }),
+        }
+    }
+
+    /// Drop the open (or connecting) socket of `epoch` because of `error`,
+    /// decided above the connection (e.g. the session's authentication was
+    /// refused): an [`Action::Abort`] with `code`, then backoff or exit as
+    /// for any failure ([`Error::is_transient`]).
+    pub fn abort(&mut self, now: Instant, epoch: Epoch, error: Error, code: u16) {
+        if self.live(epoch) && !matches!(self.phase, Phase::Closing { .. }) {
+            self.abort_and_lose(now, error, code);
         }
     }
 
@@ -513,6 +554,9 @@ impl Connection {
             return Delivery::Stale;
         }
         let inbound = self.heartbeat.on_message(now, data);
+        if let Some(code) = inbound.setup_failed {
+            self.push_event(Event::HeartbeatSetupFailed { code });
+        }
         if let Some(frame) = inbound.reply {
             // Once our close frame is out, no more data frames (RFC 6455
             // §5.5.1): a heartbeat reply while closing is dropped.
@@ -573,11 +617,8 @@ impl Connection {
         {
             return Err(SendError::QueueFull);
         }
-        if let (Some(bucket), Some(limit)) = (self.bucket.as_mut(), self.config.rate_limit.as_ref())
-        {
-            let cost = (limit.cost)(data);
-            bucket
-                .try_acquire(now, cost)
+        if let (Some(b), Some(limit)) = (self.buckets.as_mut(), self.config.rate_limit.as_ref()) {
+            b.try_acquire(limit, now, data)
                 .map_err(|retry_after| SendError::RateLimited { retry_after })?;
         }
         self.metrics.messages_out = self.metrics.messages_out.saturating_add(1);
@@ -647,9 +688,11 @@ impl Connection {
         }
     }
 
-    /// Begin a fresh incarnation (a supervisor restart): new retry ladder,
-    /// heartbeat and rate-limit state; the epoch keeps counting so nothing
-    /// from an old socket can act on the new one. Connects at `at`.
+    /// Begin a fresh incarnation (a supervisor restart): new retry ladder
+    /// and heartbeat state; the epoch keeps counting so nothing from an old
+    /// socket can act on the new one. The rate-limit pools carry over (the
+    /// server counts per account). Connects at `at`, or when a rate-limit
+    /// hold ends if that is later.
     pub fn restart(&mut self, now: Instant, at: Instant) {
         if self.live(self.epoch) {
             self.push_action(Action::Abort {
@@ -659,9 +702,9 @@ impl Connection {
         }
         self.backoff = Backoff::new(self.config.seed ^ u64::from(self.metrics.restarts + 1));
         self.heartbeat = Heartbeat::new(self.config.heartbeat);
-        self.bucket = self.config.rate_limit.map(|r| r.bucket());
         self.attempt = 0;
         self.metrics.restarts = self.metrics.restarts.saturating_add(1);
+        let at = self.hold_until.map_or(at, |h| h.max(at));
         if at <= now {
             self.start_attempt(now);
         } else {

@@ -4,7 +4,7 @@
 //! not bytes: the bytes are rendered on demand with [`Frame::encode`] into a
 //! stack buffer, so a connection's state stays small and allocation-free.
 
-use core::fmt::Write as _;
+use crate::exchange::deribit;
 
 /// Largest payload of a core-generated frame (a control frame's limit is 125).
 pub const MAX_ENCODED: usize = 128;
@@ -12,6 +12,10 @@ pub const MAX_ENCODED: usize = 128;
 /// Reserved JSON-RPC id range for requests the core itself sends (Deribit
 /// `public/set_heartbeat` and `public/test`). User ids must stay below it.
 pub const CORE_ID_BASE: u64 = 9_000_000_000_000;
+
+/// Start of the session's share of the reserved range (authentication,
+/// subscribe, after-auth steps); the heartbeat uses `CORE_ID_BASE` up to here.
+pub const SESSION_ID_BASE: u64 = CORE_ID_BASE + 500_000_000_000;
 
 /// The WebSocket opcode a frame goes out with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,19 +94,13 @@ impl Frame {
                 let _ = bytes.extend_from_slice(&payload[..n]);
                 return Encoded { kind, bytes };
             }
+            // Fits: the longest u64/u32 render is well under 128 bytes.
             Frame::DeribitSetHeartbeat { id, interval_secs } => {
-                // Fits: the longest u64/u32 render is well under 128 bytes.
-                let _ = write!(
-                    text,
-                    r#"{{"jsonrpc":"2.0","id":{id},"method":"public/set_heartbeat","params":{{"interval":{interval_secs}}}}}"#
-                );
+                let _ = deribit::render_set_heartbeat(&mut text, id, interval_secs);
                 FrameKind::Text
             }
             Frame::DeribitTest { id } => {
-                let _ = write!(
-                    text,
-                    r#"{{"jsonrpc":"2.0","id":{id},"method":"public/test","params":{{}}}}"#
-                );
+                let _ = deribit::render_test(&mut text, id);
                 FrameKind::Text
             }
         };

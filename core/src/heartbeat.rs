@@ -17,7 +17,8 @@
 //! Heartbeat state lives per socket: [`Heartbeat::on_open`] resets it, so a
 //! heartbeat is never replayed onto a replacement connection.
 
-use crate::frame::{Frame, FrameKind, CORE_ID_BASE};
+use crate::exchange::deribit;
+use crate::frame::{Frame, FrameKind, CORE_ID_BASE, SESSION_ID_BASE};
 use crate::json;
 use crate::rtt::RttWindow;
 use crate::time::Instant;
@@ -142,6 +143,9 @@ pub struct Inbound {
     pub consumed: bool,
     /// A reply to send at once (Deribit `public/test`).
     pub reply: Option<Frame>,
+    /// The server refused the heartbeat setup (Deribit `set_heartbeat`)
+    /// with this error code; it is asked again after a delay.
+    pub setup_failed: Option<i64>,
 }
 
 /// Per-connection heartbeat state.
@@ -158,6 +162,12 @@ pub struct Heartbeat {
     total: u32,
     last_seen: Option<Instant>,
     rtt: RttWindow<16>,
+    /// Deribit: the `set_heartbeat` request awaiting its answer.
+    setup_id: Option<u64>,
+    /// Deribit: ask again (after a refused setup) at this instant.
+    setup_retry: Option<Instant>,
+    /// Deribit: refused setups in a row (for the retry delay).
+    setup_failures: u32,
 }
 
 impl Heartbeat {
@@ -173,6 +183,9 @@ impl Heartbeat {
             total: 0,
             last_seen: None,
             rtt: RttWindow::new(),
+            setup_id: None,
+            setup_retry: None,
+            setup_failures: 0,
         }
     }
 
@@ -192,6 +205,8 @@ impl Heartbeat {
         self.outstanding = None;
         self.consecutive = 0;
         self.last_seen = Some(now);
+        self.setup_retry = None;
+        self.setup_failures = 0;
         match self.config.strategy {
             Strategy::None => {
                 self.next = None;
@@ -207,24 +222,31 @@ impl Heartbeat {
             } => {
                 let secs = interval_secs.max(10);
                 self.next = Some(now + Duration::from_secs(u64::from(secs)) + grace);
-                let id = self.take_id();
-                Some(Frame::DeribitSetHeartbeat {
-                    id,
-                    interval_secs: secs,
-                })
+                Some(self.setup_frame(secs))
             }
         }
+    }
+
+    fn setup_frame(&mut self, interval_secs: u32) -> Frame {
+        let id = self.take_id();
+        self.setup_id = Some(id);
+        Frame::DeribitSetHeartbeat { id, interval_secs }
     }
 
     /// The socket closed: stop all timers.
     pub fn on_close(&mut self) {
         self.next = None;
         self.outstanding = None;
+        self.setup_id = None;
+        self.setup_retry = None;
     }
 
     fn take_id(&mut self) -> u64 {
         let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1).max(CORE_ID_BASE);
+        self.next_id = self.next_id.wrapping_add(1);
+        if self.next_id >= SESSION_ID_BASE {
+            self.next_id = CORE_ID_BASE;
+        }
         id
     }
 
@@ -243,7 +265,7 @@ impl Heartbeat {
                     timeout, interval, ..
                 },
             ) => Some(sent + timeout.min(interval)),
-            _ => self.next,
+            _ => crate::time::earliest(self.next, self.setup_retry),
         }
     }
 
@@ -292,6 +314,10 @@ impl Heartbeat {
                 }
             }
             Strategy::Deribit { interval_secs, .. } => {
+                if self.setup_retry.is_some_and(|t| now >= t) {
+                    self.setup_retry = None;
+                    tick.send = Some(self.setup_frame(interval_secs.max(10)));
+                }
                 if let Some(next) = self.next {
                     if now >= next {
                         // A late tick counts every slot that has passed, so
@@ -352,11 +378,11 @@ impl Heartbeat {
                 let Ok(view) = json::scan(data) else {
                     return Inbound::default();
                 };
-                if view.method == Some("heartbeat") {
+                if deribit::is_heartbeat(&view) {
                     self.alive(now);
                     let interval = Duration::from_secs(u64::from(interval_secs.max(10)));
                     self.next = Some(now + interval + grace);
-                    let reply = if view.params_type == Some("test_request") {
+                    let reply = if deribit::is_test_request(&view) {
                         Some(Frame::DeribitTest { id: self.take_id() })
                     } else {
                         None
@@ -364,13 +390,34 @@ impl Heartbeat {
                     return Inbound {
                         consumed: true,
                         reply,
+                        setup_failed: None,
                     };
                 }
                 // Answers to our own set_heartbeat / public/test requests.
-                let ours = view.id.is_some_and(|id| id >= CORE_ID_BASE);
+                let ours = view
+                    .id
+                    .is_some_and(|id| (CORE_ID_BASE..SESSION_ID_BASE).contains(&id));
+                let mut setup_failed = None;
+                if ours && view.id == self.setup_id {
+                    self.setup_id = None;
+                    if view.has_error {
+                        // No heartbeats will come: ask again after a delay
+                        // (1, 2, 4 … s, at most the interval) and don't count
+                        // the silence as misses meanwhile.
+                        let interval = Duration::from_secs(u64::from(interval_secs.max(10)));
+                        let delay = Duration::from_secs(1u64 << self.setup_failures.min(5)).min(interval);
+                        self.setup_failures = self.setup_failures.saturating_add(1);
+                        self.setup_retry = Some(now + delay);
+                        self.next = Some(now + delay + interval + grace);
+                        setup_failed = Some(view.error_code.unwrap_or(0));
+                    } else {
+                        self.setup_failures = 0;
+                    }
+                }
                 Inbound {
                     consumed: ours,
                     reply: None,
+                    setup_failed,
                 }
             }
             Strategy::Custom { is_reply, .. } => {
@@ -381,7 +428,7 @@ impl Heartbeat {
                     self.alive(now);
                     Inbound {
                         consumed: true,
-                        reply: None,
+                        ..Inbound::default()
                     }
                 } else {
                     Inbound::default()

@@ -124,6 +124,12 @@ pub struct JsonRpcView<'a> {
     /// `error.code`, when `error` is an object whose `code` is an integer
     /// that fits `i64`.
     pub error_code: Option<i64>,
+    /// `error.message`, when `error` is an object whose `message` is a
+    /// string (raw, still escaped).
+    pub error_message: Option<&'a str>,
+    /// The raw text of the top-level `result` value (last occurrence), for
+    /// [`member`], [`as_u64`], [`as_str`] and [`strings`].
+    pub result: Option<&'a [u8]>,
     /// Whether a top-level `result` key is present (with any value, even `null`).
     pub has_result: bool,
     /// Whether a top-level `error` key is present (with any value).
@@ -217,21 +223,27 @@ pub fn scan(input: &[u8]) -> Result<JsonRpcView<'_>, ScanError> {
             }
             b"result" => {
                 view.has_result = true;
+                let start = c.pos;
                 c.skip_value(1)?;
+                view.result = c.buf.get(start..c.pos);
             }
             b"error" => {
                 view.has_error = true;
                 view.error_code = None;
+                view.error_message = None;
                 if c.peek() == Some(b'{') {
-                    let mut code = None;
+                    let (mut code, mut message) = (None, None);
                     c.object(2, |c, k| {
                         match k {
                             b"code" => code = c.value_i64(2)?,
+                            // Binance spells it `msg`.
+                            b"message" | b"msg" => message = c.value_str(2)?,
                             _ => c.skip_value(2)?,
                         }
                         Ok(())
                     })?;
                     view.error_code = code;
+                    view.error_message = message;
                 } else {
                     c.skip_value(1)?;
                 }
@@ -245,6 +257,88 @@ pub fn scan(input: &[u8]) -> Result<JsonRpcView<'_>, ScanError> {
         return Err(ScanError::Invalid { offset: c.pos });
     }
     Ok(view)
+}
+
+/// The raw value of member `key` of the JSON object `object` (raw text, as
+/// in [`JsonRpcView::result`]); `None` if `object` is not a well-formed
+/// object or has no such member. Last occurrence wins. Never panics.
+///
+/// ```
+/// use zenws_core::json::{as_str, as_u64, member, scan};
+/// let v = scan(br#"{"id":1,"result":{"access_token":"t","expires_in":900}}"#).unwrap();
+/// let r = v.result.unwrap();
+/// assert_eq!(member(r, "expires_in").and_then(as_u64), Some(900));
+/// assert_eq!(member(r, "access_token").and_then(as_str), Some("t"));
+/// assert_eq!(member(r, "nope"), None);
+/// ```
+pub fn member<'a>(object: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    let mut c = Cursor { buf: object, pos: 0 };
+    c.skip_ws();
+    if c.peek() != Some(b'{') {
+        return None;
+    }
+    let mut found = None;
+    c.object(1, |c, k| {
+        let start = c.pos;
+        c.skip_value(1)?;
+        if k == key.as_bytes() {
+            found = c.buf.get(start..c.pos);
+        }
+        Ok(())
+    })
+    .ok()?;
+    found
+}
+
+/// A raw value as a non-negative integer that fits `u64`.
+pub fn as_u64(raw: &[u8]) -> Option<u64> {
+    let mut c = Cursor { buf: raw, pos: 0 };
+    c.skip_ws();
+    c.value_u64(1).ok().flatten()
+}
+
+/// A raw value as string text (still escaped), if it is a string.
+pub fn as_str(raw: &[u8]) -> Option<&str> {
+    let mut c = Cursor { buf: raw, pos: 0 };
+    c.skip_ws();
+    c.value_str(1).ok().flatten()
+}
+
+/// Call `each` with every string element (raw, still escaped) of the raw
+/// JSON array `array`; other elements are skipped. Returns `false` if
+/// `array` is not a well-formed array (then `each` may have seen a prefix).
+///
+/// ```
+/// let mut seen = Vec::new();
+/// assert!(zenws_core::json::strings(br#"["a", 1, "b"]"#, |s| seen.push(s.to_string())));
+/// assert_eq!(seen, ["a", "b"]);
+/// assert!(!zenws_core::json::strings(b"null", |_| {}));
+/// ```
+pub fn strings<'a>(array: &'a [u8], mut each: impl FnMut(&'a str)) -> bool {
+    let mut c = Cursor { buf: array, pos: 0 };
+    c.skip_ws();
+    if c.peek() != Some(b'[') {
+        return false;
+    }
+    c.pos += 1;
+    c.skip_ws();
+    if c.peek() == Some(b']') {
+        return true;
+    }
+    loop {
+        c.skip_ws();
+        match c.value_str(1) {
+            Ok(Some(s)) => each(s),
+            Ok(None) => {}
+            Err(_) => return false,
+        }
+        c.skip_ws();
+        match c.peek() {
+            Some(b',') => c.pos += 1,
+            Some(b']') => return true,
+            _ => return false,
+        }
+    }
 }
 
 /// A read position in the input. Every access is bounds-checked via `get`.

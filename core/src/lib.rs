@@ -149,8 +149,10 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 
+pub mod client;
 pub mod connection;
 pub mod error;
+pub mod exchange;
 pub mod exit;
 pub mod frame;
 pub mod health;

@@ -31,7 +31,7 @@
 
 use core::time::Duration;
 
-use crate::json;
+
 use crate::time::Instant;
 
 /// Fixed-point units per credit (nanocredits).
@@ -155,113 +155,58 @@ pub fn flat_cost(_: &[u8]) -> u32 {
     1
 }
 
-/// Deribit's published default for non-matching-engine requests: credits
-/// per request.
-pub const DERIBIT_REQUEST_COST: u32 = 500;
-/// What [`deribit_cost`] charges a matching-engine request in the shared
-/// bucket (see there: Deribit limits these separately, by volume tier).
-pub const DERIBIT_MATCHING_ENGINE_COST: u32 = 500;
-/// Deribit's published default maximum credits (burst of 100 requests).
-pub const DERIBIT_CAPACITY: u32 = 50_000;
-/// Deribit's published default refill rate in credits per second
-/// (20 requests per second sustained).
-pub const DERIBIT_REFILL_PER_SEC: u32 = 10_000;
+pub use crate::exchange::deribit::{cost as deribit_cost, is_matching_engine as is_deribit_matching_engine};
 
-/// Whether a Deribit method is a matching-engine request (order entry and
-/// cancellation). Accepts the method with or without a leading `/api/v2/`.
-///
-/// ```
-/// use zenws_core::ratelimit::is_deribit_matching_engine;
-/// assert!(is_deribit_matching_engine("private/buy"));
-/// assert!(is_deribit_matching_engine("private/cancel_all_by_currency"));
-/// assert!(!is_deribit_matching_engine("public/get_order_book"));
-/// ```
-pub fn is_deribit_matching_engine(method: &str) -> bool {
-    let m = method.strip_prefix("/api/v2/").unwrap_or(method);
-    matches!(
-        m,
-        "private/buy"
-            | "private/sell"
-            | "private/close_position"
-            | "private/verify_block_trade"
-            | "private/execute_block_trade"
-            | "private/mass_quote"
-    ) || m.starts_with("private/edit")
-        || m.starts_with("private/cancel")
+/// A pool of its own for one class of messages (e.g. order entry), charged
+/// `cost(msg)` credits (0 = not in this class).
+#[derive(Clone, Copy, Debug)]
+pub struct LimitClass {
+    /// Maximum credits (burst).
+    pub capacity: u32,
+    /// Credits refilled per second.
+    pub refill_per_sec: u32,
+    /// Credits one message costs in this pool (0: not in the class).
+    pub cost: CostFn,
 }
 
-/// The credit cost of one outbound Deribit JSON-RPC message.
-///
-/// Deribit's published defaults for the default account tier are used
-/// ([`DERIBIT_REQUEST_COST`] = 500 credits per request against a bucket of
-/// [`DERIBIT_CAPACITY`] = 50,000 credits refilled at
-/// [`DERIBIT_REFILL_PER_SEC`] = 10,000 credits/s: 20 requests/s, burst 100).
-///
-/// Matching-engine methods ([`is_deribit_matching_engine`]: `private/buy`,
-/// `private/sell`, `private/edit*`, `private/cancel*`, …) are limited by
-/// Deribit in a separate, volume-tiered budget. This model charges them 500
-/// credits in the same bucket: conservative for the shared budget, but it does
-/// not enforce the tier's own limit; a user who needs that runs a second
-/// [`TokenBucket`] for messages where `is_deribit_matching_engine` holds.
-///
-/// Every message costs, including `public/test` answers to heartbeats (Deribit
-/// counts session-level messages too) and messages that do not parse (the
-/// server still counts them). Keeping heartbeat answers from being starved by
-/// bulk traffic is the driver's job (e.g. send them ahead of the queue).
-///
-/// ```
-/// use zenws_core::ratelimit::deribit_cost;
-/// assert_eq!(deribit_cost(br#"{"jsonrpc":"2.0","id":1,"method":"public/test"}"#), 500);
-/// assert_eq!(deribit_cost(br#"{"jsonrpc":"2.0","id":2,"method":"private/buy","params":{}}"#), 500);
-/// assert_eq!(deribit_cost(b"not json"), 500);
-/// ```
-pub fn deribit_cost(msg: &[u8]) -> u32 {
-    match json::scan(msg) {
-        Ok(view) => match view.method {
-            Some(m) if is_deribit_matching_engine(m) => DERIBIT_MATCHING_ENGINE_COST,
-            _ => DERIBIT_REQUEST_COST,
-        },
-        Err(_) => DERIBIT_REQUEST_COST,
-    }
-}
-
-/// Rate-limit configuration for one connection's outbound messages:
-/// a bucket shape plus a per-message cost function.
+/// Rate-limit configuration for one connection's outbound messages: a
+/// shared pool plus up to two class pools (see
+/// [`exchange::deribit::rate_limit`](crate::exchange::deribit::rate_limit)),
+/// each with a per-message cost function. A message must fit every pool
+/// that charges it.
 ///
 /// ```
 /// use zenws_core::{ratelimit::RateLimit, Instant};
 ///
 /// let limit = RateLimit::deribit();
-/// let mut bucket = limit.bucket();
+/// let mut buckets = limit.buckets();
 /// let msg = br#"{"jsonrpc":"2.0","id":1,"method":"public/get_time"}"#;
 /// for _ in 0..100 {
-///     assert!(bucket.try_acquire(Instant::ZERO, limit.cost_of(msg)).is_ok());
+///     assert!(buckets.try_acquire(&limit, Instant::ZERO, msg).is_ok());
 /// }
 /// // The 101st request within the same instant waits 50 ms (500 credits at 10,000/s).
 /// assert_eq!(
-///     bucket.try_acquire(Instant::ZERO, limit.cost_of(msg)),
+///     buckets.try_acquire(&limit, Instant::ZERO, msg),
 ///     Err(core::time::Duration::from_millis(50)),
 /// );
 /// ```
 #[derive(Clone, Copy, Debug)]
 pub struct RateLimit {
-    /// Maximum credits (burst).
+    /// Maximum credits (burst) of the shared pool.
     pub capacity: u32,
     /// Credits refilled per second.
     pub refill_per_sec: u32,
-    /// Credits one message costs.
+    /// Credits one message costs in the shared pool.
     pub cost: CostFn,
+    /// Pools of their own for classes of messages.
+    pub classes: [Option<LimitClass>; 2],
 }
 
 impl RateLimit {
-    /// Deribit's published defaults for the default tier: 50,000 credits,
-    /// 10,000 credits/s, [`deribit_cost`] (500 per request).
+    /// Deribit's published defaults for the default tier
+    /// ([`exchange::deribit::rate_limit`](crate::exchange::deribit::rate_limit)).
     pub fn deribit() -> Self {
-        RateLimit {
-            capacity: DERIBIT_CAPACITY,
-            refill_per_sec: DERIBIT_REFILL_PER_SEC,
-            cost: deribit_cost,
-        }
+        crate::exchange::deribit::rate_limit()
     }
 
     /// `per_sec` messages per second sustained, `burst` at once, each
@@ -271,17 +216,92 @@ impl RateLimit {
             capacity: burst,
             refill_per_sec: per_sec,
             cost: flat_cost,
+            classes: [None, None],
         }
     }
 
-    /// A full bucket of this shape.
+    /// A full shared pool of this shape.
     pub fn bucket(&self) -> TokenBucket {
         TokenBucket::new(self.capacity, self.refill_per_sec)
     }
 
-    /// The cost of sending `msg`.
+    /// Full pools of this shape.
+    pub fn buckets(&self) -> Buckets {
+        let class = |c: Option<LimitClass>| c.map(|c| TokenBucket::new(c.capacity, c.refill_per_sec));
+        Buckets {
+            shared: self.bucket(),
+            classes: [class(self.classes[0]), class(self.classes[1])],
+        }
+    }
+
+    /// The cost of sending `msg` in the shared pool.
     pub fn cost_of(&self, msg: &[u8]) -> u32 {
         (self.cost)(msg)
+    }
+}
+
+/// The pools of one [`RateLimit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Buckets {
+    shared: TokenBucket,
+    classes: [Option<TokenBucket>; 2],
+}
+
+impl Buckets {
+    /// Take what `msg` costs from every pool that charges it, or say how
+    /// long until all of them can (then nothing is taken).
+    pub fn try_acquire(&mut self, limit: &RateLimit, now: Instant, msg: &[u8]) -> Result<(), Duration> {
+        let mut costs = [(limit.cost)(msg), 0, 0];
+        for (k, c) in limit.classes.iter().enumerate() {
+            costs[k + 1] = c.map_or(0, |c| (c.cost)(msg));
+        }
+        let before = *self;
+        let mut wait = Duration::ZERO;
+        for (k, cost) in costs.into_iter().enumerate() {
+            if cost == 0 {
+                continue;
+            }
+            let b = match k {
+                0 => Some(&mut self.shared),
+                k => self.classes[k - 1].as_mut(),
+            };
+            if let Some(b) = b {
+                if let Err(w) = b.try_acquire(now, cost) {
+                    wait = wait.max(w);
+                }
+            }
+        }
+        if wait > Duration::ZERO {
+            *self = before;
+            return Err(wait);
+        }
+        Ok(())
+    }
+
+    /// Take credits without ever refusing (the server charges the core's
+    /// own messages too).
+    pub fn charge(&mut self, limit: &RateLimit, now: Instant, msg: &[u8]) {
+        if self.try_acquire(limit, now, msg).is_err() {
+            let _ = self.shared.try_acquire(now, self.shared.available(now));
+        }
+    }
+
+    /// The server said the limit was hit: we were out of step with it, so
+    /// every pool is emptied. Returns how long until the shared pool is full
+    /// again (what to wait before sending or reconnecting).
+    pub fn drain(&mut self, now: Instant) -> Duration {
+        let mut wait = Duration::ZERO;
+        for b in core::iter::once(&mut self.shared).chain(self.classes.iter_mut().flatten()) {
+            let avail = b.available(now);
+            let _ = b.try_acquire(now, avail);
+            let cap = b.capacity();
+            if let Err(w) = b.clone().try_acquire(now, cap) {
+                if b.refill_per_sec() > 0 {
+                    wait = wait.max(w);
+                }
+            }
+        }
+        wait
     }
 }
 

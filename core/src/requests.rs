@@ -10,6 +10,10 @@ pub enum TrackError {
     DuplicateId,
     /// The table is full (`N` requests in flight).
     Full,
+    /// The id is in the core's reserved range (at or above
+    /// [`CORE_ID_BASE`](crate::frame::CORE_ID_BASE)): the session's and the
+    /// heartbeat's own requests use it, so an answer could be taken for theirs.
+    Reserved,
 }
 
 impl core::fmt::Display for TrackError {
@@ -17,6 +21,7 @@ impl core::fmt::Display for TrackError {
         f.write_str(match self {
             TrackError::DuplicateId => "a request with this id is already in flight",
             TrackError::Full => "too many requests in flight",
+            TrackError::Reserved => "request id in the reserved range (>= 9,000,000,000,000)",
         })
     }
 }

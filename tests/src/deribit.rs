@@ -6,19 +6,52 @@
 //!
 //! | method | behaviour |
 //! |---|---|
-//! | `public/auth` | `grant_type` `client_credentials` (`client_id`, `client_secret` checked) or `refresh_token`; wrong → error 13004 `invalid_credentials` |
-//! | `public/subscribe`, `private/subscribe` | `params.channels`; `private/*` and any `user.*` channel need auth on this connection (or `params.access_token`), else 13009 `unauthorized`; result: the channels |
-//! | `public/unsubscribe`, `private/unsubscribe` | result: the channels removed |
+//! | `public/auth` | `grant_type` `client_credentials` (`client_id`, `client_secret` checked) or `refresh_token` (a refresh token this server issued, unused and unexpired; refresh tokens rotate); wrong → error 13004 `invalid_credentials`; other grant types → -32602 `Invalid params`. Result: `access_token`, `refresh_token`, `expires_in`, `scope`, `token_type: "bearer"` |
+//! | `public/subscribe` | `params.channels`; result: the channels actually subscribed — refused channels ([`DeribitServer::reject_channels`]), `user.*` channels, and `*.raw` channels on a connection without a valid token are left out |
+//! | `private/subscribe` | as above but needs a valid token (else 13009 for the whole request); `user.*` allowed |
+//! | `public/unsubscribe`, `private/unsubscribe` | result: the channels removed (same omissions as subscribe); private needs a token |
 //! | `public/unsubscribe_all`, `private/unsubscribe_all` | result `"ok"` |
-//! | `public/set_heartbeat` | `params.interval` seconds, at least [`DeribitOptions::min_heartbeat_interval`] (else 11050 `bad_request`) |
+//! | `public/set_heartbeat` | `params.interval` seconds, at least [`DeribitOptions::min_heartbeat_interval`] (else 11050 `bad_request`); injectable errors: [`DeribitServer::fail_next_set_heartbeats`] |
 //! | `public/disable_heartbeat` | result `"ok"` |
 //! | `public/test` | result `{"version":"1.2.26"}`; answers a pending `test_request` |
 //! | `public/get_time`, `public/hello` | server time in ms / version |
-//! | anything else | -32601 `Method not found` (13009 first for unauthenticated `private/*`) |
+//! | `private/enable_cancel_on_disconnect`, `private/disable_cancel_on_disconnect` | `params.scope` `"connection"` (default) or `"account"`; result `"ok"` |
+//! | `private/get_cancel_on_disconnect` | result `{"scope": S, "enabled": bool}` |
+//! | `private/get_account_summary` | a stub account summary object |
+//! | `private/buy`, `private/sell`, `private/edit`, `private/cancel`, `private/cancel_all`, `private/close_position` | stub results (`{"order": {"order_id": ..}, "trades": []}` for buy/sell) |
+//! | other `private/*` | 13009 without a valid token, else -32601 |
+//! | anything else | -32601 `Method not found` |
 //!
-//! Every request costs credits ([`RateLimit`]); without enough, the answer is
-//! error 10028 `too_many_requests`. Responses carry `jsonrpc`, the request
-//! `id`, `usIn`, `usOut`, `usDiff` and `testnet: true`.
+//! **Authorization.** A connection is authorized while the access token it
+//! last obtained with `public/auth` (or passed as `params.access_token`) is
+//! unexpired. Tokens expire after [`DeribitOptions::token_lifetime`] (or
+//! `token_expires_in` seconds) of real time; refresh tokens live
+//! [`REFRESH_LIFETIME_FACTOR`] times as long. Without a valid token every
+//! `private/*` method answers 13009 `unauthorized` — with
+//! `data: {"reason": "token_expired"}` once the connection's token has
+//! expired — and `user.*` notifications stop on that connection until it
+//! authenticates again (its subscriptions stay).
+//!
+//! **Rate limit.** Every request costs credits ([`RateLimit`], per-method
+//! overrides in [`DeribitOptions::method_costs`]), taken from one bucket per
+//! account (`client_id`) once a connection has authenticated, and from one
+//! shared bucket for all unauthenticated connections (everything here comes
+//! from one loopback IP). A new connection does not get a fresh bucket.
+//! With [`DeribitOptions::order_rate_limit`] set, matching-engine methods
+//! ([`is_matching_engine`]) are charged to a separate per-account order
+//! bucket instead. Without enough credits the answer is error 10028
+//! `too_many_requests`, and then the server closes the WebSocket with close
+//! code 1000, reason `too_many_requests` (unless
+//! [`DeribitOptions::close_on_rate_limit`] is off).
+//!
+//! **Cancel on disconnect.** When a connection ends (client close, reset,
+//! server kill or stop) with cancel-on-disconnect enabled for it (its own
+//! `connection` scope, or the `account` scope of its account), the server
+//! records a cancel event ([`DeribitServer::cancels_on_disconnect`]).
+//!
+//! Responses carry `jsonrpc`, the request `id`, `usIn`, `usOut`, `usDiff`
+//! and `testnet: true`. Errors are `{"code": C, "message": M}` plus `data`
+//! where noted; the messages per code are in [`error_message`].
 //!
 //! After a subscribe, the server pushes `{"jsonrpc":"2.0","method":"subscription","params":{"channel":C,"data":...}}`
 //! for every subscribed channel every [`DeribitOptions::notification_interval`].
@@ -35,6 +68,10 @@
 //! If a `test_request` has not been answered with `public/test` by the next
 //! tick, the server closes the connection (close frame 1000,
 //! `test_request not answered`).
+//!
+//! The request log ([`DeribitServer::received`]) keeps every request with
+//! its params, except that a `client_secret` value is replaced by
+//! `"<redacted>"`. Nothing here writes params to the `log` crate.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -53,7 +90,17 @@ use crate::ws_util::{accept_ws, close_gracefully, now_us, poll_read, server_stre
 /// The version string `public/test` and `public/hello` report.
 pub const API_VERSION: &str = "1.2.26";
 
-/// Credit-based rate limiter settings (per connection).
+/// Refresh tokens live this many times as long as access tokens.
+pub const REFRESH_LIFETIME_FACTOR: u32 = 10;
+
+/// Close code the server uses after answering 10028 `too_many_requests`.
+pub const RATE_LIMIT_CLOSE_CODE: u16 = 1000;
+
+/// Close reason the server uses after answering 10028 `too_many_requests`.
+pub const RATE_LIMIT_CLOSE_REASON: &str = "too_many_requests";
+
+/// Credit-based rate limiter settings (one bucket per account, see the
+/// module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
     /// Credits each request costs (default 500).
@@ -74,6 +121,35 @@ impl Default for RateLimit {
     }
 }
 
+/// Whether `method` is a matching-engine method (charged to the order
+/// bucket when [`DeribitOptions::order_rate_limit`] is set): `private/buy`,
+/// `private/sell`, `private/edit`, `private/cancel*`,
+/// `private/close_position`.
+pub fn is_matching_engine(method: &str) -> bool {
+    matches!(
+        method,
+        "private/buy" | "private/sell" | "private/edit" | "private/close_position"
+    ) || method.starts_with("private/cancel")
+}
+
+/// The Deribit error message for `code`, as this server sends it:
+/// 10028 `too_many_requests`, 10040 `retry`, 11050 `bad_request`,
+/// 11051 `system_maintenance`, 13004 `invalid_credentials`,
+/// 13009 `unauthorized`, 13028 `temporarily_unavailable`; any other code
+/// `injected_error`.
+pub fn error_message(code: i64) -> &'static str {
+    match code {
+        10028 => "too_many_requests",
+        10040 => "retry",
+        11050 => "bad_request",
+        11051 => "system_maintenance",
+        13004 => "invalid_credentials",
+        13009 => "unauthorized",
+        13028 => "temporarily_unavailable",
+        _ => "injected_error",
+    }
+}
+
 /// How a [`DeribitServer`] is set up.
 #[derive(Clone)]
 pub struct DeribitOptions {
@@ -90,10 +166,24 @@ pub struct DeribitOptions {
     pub heartbeat_unit: Duration,
     /// Smallest `interval` accepted by `public/set_heartbeat` (default 10).
     pub min_heartbeat_interval: u64,
-    /// Rate limiter settings.
+    /// Rate limiter settings (per account; one shared bucket for
+    /// unauthenticated connections).
     pub rate_limit: RateLimit,
-    /// `expires_in` reported by `public/auth`, seconds (default 900).
+    /// `expires_in` reported by `public/auth`, seconds (default 900); also
+    /// the real access-token lifetime unless `token_lifetime` is set.
     pub token_expires_in: u64,
+    /// Real access-token lifetime overriding `token_expires_in` (for fast
+    /// tests); `expires_in` then reports it rounded up to whole seconds,
+    /// at least 1. Default `None`.
+    pub token_lifetime: Option<Duration>,
+    /// Credits per method overriding [`RateLimit::cost`] (default empty).
+    pub method_costs: HashMap<String, u64>,
+    /// A separate per-account bucket for matching-engine methods
+    /// ([`is_matching_engine`]); `None` (default) charges them to the
+    /// account bucket like everything else.
+    pub order_rate_limit: Option<RateLimit>,
+    /// Close the WebSocket after answering 10028 (default true, as Deribit).
+    pub close_on_rate_limit: bool,
 }
 
 impl Default for DeribitOptions {
@@ -107,7 +197,37 @@ impl Default for DeribitOptions {
             min_heartbeat_interval: 10,
             rate_limit: RateLimit::default(),
             token_expires_in: 900,
+            token_lifetime: None,
+            method_costs: HashMap::new(),
+            order_rate_limit: None,
+            close_on_rate_limit: true,
         }
+    }
+}
+
+impl DeribitOptions {
+    /// The real access-token lifetime.
+    pub fn access_lifetime(&self) -> Duration {
+        self.token_lifetime
+            .unwrap_or(Duration::from_secs(self.token_expires_in))
+    }
+
+    /// The `expires_in` value `public/auth` reports, whole seconds.
+    pub fn reported_expires_in(&self) -> u64 {
+        match self.token_lifetime {
+            None => self.token_expires_in,
+            Some(d) => {
+                let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+                s.max(1)
+            }
+        }
+    }
+
+    fn cost_of(&self, method: &str) -> u64 {
+        self.method_costs
+            .get(method)
+            .copied()
+            .unwrap_or(self.rate_limit.cost)
     }
 }
 
@@ -122,6 +242,10 @@ impl std::fmt::Debug for DeribitOptions {
             .field("min_heartbeat_interval", &self.min_heartbeat_interval)
             .field("rate_limit", &self.rate_limit)
             .field("token_expires_in", &self.token_expires_in)
+            .field("token_lifetime", &self.token_lifetime)
+            .field("method_costs", &self.method_costs)
+            .field("order_rate_limit", &self.order_rate_limit)
+            .field("close_on_rate_limit", &self.close_on_rate_limit)
             .finish()
     }
 }
@@ -135,7 +259,7 @@ pub struct ReceivedRequest {
     pub id: Value,
     /// The method.
     pub method: String,
-    /// The params (`{}` if absent).
+    /// The params (`{}` if absent; a `client_secret` value is redacted).
     pub params: Value,
 }
 
@@ -146,12 +270,59 @@ enum Command {
 
 type Mailbox = Arc<Mutex<Vec<Command>>>;
 
+/// "Fail the next `remaining` calls with `code`".
+#[derive(Default)]
+struct Injected {
+    remaining: usize,
+    code: i64,
+}
+
+impl Injected {
+    fn take(m: &Mutex<Injected>) -> Option<i64> {
+        let mut i = lock(m);
+        if i.remaining == 0 {
+            return None;
+        }
+        i.remaining -= 1;
+        Some(i.code)
+    }
+}
+
+struct AccessGrant {
+    account: String,
+    expires: Instant,
+}
+
+struct RefreshGrant {
+    account: String,
+    expires: Instant,
+    used: bool,
+}
+
+#[derive(Default)]
+struct Tokens {
+    access: HashMap<String, AccessGrant>,
+    refresh: HashMap<String, RefreshGrant>,
+}
+
+struct Bucket {
+    credits: f64,
+    refilled_at: Instant,
+}
+
+/// Cancel-on-disconnect state of one connection.
+#[derive(Default, Clone)]
+struct Cod {
+    connection: bool,
+    account: Option<String>,
+}
+
 struct Shared {
     opts: DeribitOptions,
     log: Mutex<Vec<ReceivedRequest>>,
-    access_tokens: Mutex<HashSet<String>>,
-    refresh_tokens: Mutex<HashSet<String>>,
+    tokens: Mutex<Tokens>,
     token_counter: AtomicU64,
+    order_counter: AtomicU64,
     seq: Mutex<HashMap<String, u64>>,
     subs: Mutex<HashMap<usize, Vec<String>>>,
     mailboxes: Mutex<HashMap<usize, Mailbox>>,
@@ -163,6 +334,16 @@ struct Shared {
     notifications_sent: AtomicU64,
     test_requests_sent: AtomicU64,
     heartbeat_closes: AtomicUsize,
+    auth_grants: Mutex<Vec<(usize, String)>>,
+    refuse_refresh: AtomicBool,
+    fail_auths: Mutex<Injected>,
+    fail_heartbeats: Mutex<Injected>,
+    rejected: Mutex<HashSet<String>>,
+    buckets: Mutex<HashMap<String, Bucket>>,
+    rate_limit_closes: AtomicUsize,
+    cod: Mutex<HashMap<usize, Cod>>,
+    cod_accounts: Mutex<HashSet<String>>,
+    cancel_events: Mutex<Vec<(usize, String)>>,
 }
 
 impl Shared {
@@ -179,6 +360,37 @@ impl Shared {
             lock(mb).push(make());
         }
         boxes.len()
+    }
+
+    /// Take `cost` credits from bucket `key` (created full with `rl`).
+    fn take_credits(&self, key: String, rl: RateLimit, cost: u64) -> bool {
+        let now = Instant::now();
+        let mut buckets = lock(&self.buckets);
+        let b = buckets.entry(key).or_insert(Bucket {
+            credits: rl.max_credits as f64,
+            refilled_at: now,
+        });
+        let dt = now.duration_since(b.refilled_at).as_secs_f64();
+        b.refilled_at = now;
+        b.credits = (b.credits + dt * rl.refill_per_sec as f64).min(rl.max_credits as f64);
+        if b.credits >= cost as f64 {
+            b.credits -= cost as f64;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The cancel-on-disconnect scope in force for `conn`, if any.
+    fn cod_scope(&self, conn: usize) -> Option<&'static str> {
+        let cod = lock(&self.cod).get(&conn).cloned().unwrap_or_default();
+        if cod.connection {
+            return Some("connection");
+        }
+        let account = cod.account?;
+        lock(&self.cod_accounts)
+            .contains(&account)
+            .then_some("account")
     }
 }
 
@@ -203,9 +415,9 @@ impl DeribitServer {
         let shared = Arc::new(Shared {
             opts,
             log: Mutex::new(Vec::new()),
-            access_tokens: Mutex::new(HashSet::new()),
-            refresh_tokens: Mutex::new(HashSet::new()),
+            tokens: Mutex::new(Tokens::default()),
             token_counter: AtomicU64::new(0),
+            order_counter: AtomicU64::new(0),
             seq: Mutex::new(HashMap::new()),
             subs: Mutex::new(HashMap::new()),
             mailboxes: Mutex::new(HashMap::new()),
@@ -217,6 +429,16 @@ impl DeribitServer {
             notifications_sent: AtomicU64::new(0),
             test_requests_sent: AtomicU64::new(0),
             heartbeat_closes: AtomicUsize::new(0),
+            auth_grants: Mutex::new(Vec::new()),
+            refuse_refresh: AtomicBool::new(false),
+            fail_auths: Mutex::new(Injected::default()),
+            fail_heartbeats: Mutex::new(Injected::default()),
+            rejected: Mutex::new(HashSet::new()),
+            buckets: Mutex::new(HashMap::new()),
+            rate_limit_closes: AtomicUsize::new(0),
+            cod: Mutex::new(HashMap::new()),
+            cod_accounts: Mutex::new(HashSet::new()),
+            cancel_events: Mutex::new(Vec::new()),
         });
         let sh = shared.clone();
         let acceptor = Acceptor::start("deribit", move |tcp, conn| serve(tcp, conn, &sh))?;
@@ -385,6 +607,78 @@ impl DeribitServer {
     pub fn heartbeat_closes(&self) -> usize {
         self.shared.heartbeat_closes.load(Ordering::SeqCst)
     }
+
+    /// `(connection, grant_type)` of every `public/auth` request, in order,
+    /// whether it succeeded or not (`""` if `grant_type` was missing).
+    pub fn auth_grants(&self) -> Vec<(usize, String)> {
+        lock(&self.shared.auth_grants).clone()
+    }
+
+    /// While on, every `refresh_token` grant fails with 13004
+    /// `invalid_credentials` (default off).
+    pub fn set_refuse_refresh(&self, on: bool) {
+        self.shared.refuse_refresh.store(on, Ordering::SeqCst)
+    }
+
+    /// The next `n` `public/auth` requests (any grant, any connection) get
+    /// error `code` with [`error_message`]`(code)`; replaces any count
+    /// still pending.
+    pub fn fail_next_auths(&self, n: usize, code: i64) {
+        *lock(&self.shared.fail_auths) = Injected { remaining: n, code };
+    }
+
+    /// The next `n` `public/set_heartbeat` requests get error `code` with
+    /// [`error_message`]`(code)`, and start no heartbeats; replaces any
+    /// count still pending.
+    pub fn fail_next_set_heartbeats(&self, n: usize, code: i64) {
+        *lock(&self.shared.fail_heartbeats) = Injected { remaining: n, code };
+    }
+
+    /// Refuse these channels from now on (replacing the previous set; `&[]`
+    /// clears it): subscribe results leave them out, as Deribit does.
+    pub fn reject_channels(&self, channels: &[&str]) {
+        *lock(&self.shared.rejected) = channels.iter().map(|c| c.to_string()).collect();
+    }
+
+    /// Connections closed after a 10028 `too_many_requests` answer.
+    pub fn rate_limit_closes(&self) -> usize {
+        self.shared.rate_limit_closes.load(Ordering::SeqCst)
+    }
+
+    /// Connections that ended with cancel-on-disconnect in force.
+    pub fn cancels_on_disconnect(&self) -> usize {
+        lock(&self.shared.cancel_events).len()
+    }
+
+    /// `(connection, scope)` of every cancel-on-disconnect event, in order.
+    pub fn cancel_events(&self) -> Vec<(usize, String)> {
+        lock(&self.shared.cancel_events).clone()
+    }
+
+    /// Whether cancel-on-disconnect is in force for connection `conn`
+    /// (its own scope or its account's); for an ended connection, as it
+    /// was when it ended.
+    pub fn cod_enabled_on(&self, conn: usize) -> bool {
+        self.shared.cod_scope(conn).is_some()
+    }
+
+    /// Credits left in the bucket of `account` (`None`: the shared
+    /// unauthenticated bucket), without refill since its last use; `None`
+    /// if that bucket was never used.
+    pub fn credits(&self, account: Option<&str>) -> Option<u64> {
+        let key = bucket_key(account, false);
+        lock(&self.shared.buckets)
+            .get(&key)
+            .map(|b| b.credits as u64)
+    }
+}
+
+fn bucket_key(account: Option<&str>, order: bool) -> String {
+    match (account, order) {
+        (None, _) => "anonymous".to_string(),
+        (Some(a), false) => format!("account:{a}"),
+        (Some(a), true) => format!("orders:{a}"),
+    }
 }
 
 struct Heartbeat {
@@ -396,11 +690,12 @@ struct Heartbeat {
 struct Session<'a> {
     sh: &'a Shared,
     conn: usize,
-    authed: bool,
+    /// Expiry of the access token that authorized this connection last.
+    token_expires: Option<Instant>,
+    /// The account this connection authenticated as (kept after expiry).
+    account: Option<String>,
     subs: Vec<String>,
     hb: Option<Heartbeat>,
-    credits: f64,
-    refilled_at: Instant,
 }
 
 enum Reply {
@@ -409,26 +704,84 @@ enum Reply {
     None,
 }
 
+/// What [`Session::handle`] wants done.
+struct Outcome {
+    response: Option<String>,
+    close: Option<(u16, &'static str)>,
+}
+
+enum Auth {
+    Valid,
+    Expired,
+    Missing,
+}
+
 impl Session<'_> {
-    fn authorized(&self, params: &Value) -> bool {
-        self.authed
-            || params
-                .get("access_token")
-                .and_then(Value::as_str)
-                .is_some_and(|t| lock(&self.sh.access_tokens).contains(t))
+    /// Whether the connection's own token is valid now.
+    fn session_authorized(&self) -> bool {
+        self.token_expires.is_some_and(|t| Instant::now() < t)
     }
 
-    fn take_credit(&mut self) -> bool {
-        let rl = self.sh.opts.rate_limit;
-        let now = Instant::now();
-        let dt = now.duration_since(self.refilled_at).as_secs_f64();
-        self.refilled_at = now;
-        self.credits = (self.credits + dt * rl.refill_per_sec as f64).min(rl.max_credits as f64);
-        if self.credits >= rl.cost as f64 {
-            self.credits -= rl.cost as f64;
-            true
+    /// Authorization for one request: the connection's token, or
+    /// `params.access_token` (which then authorizes the connection too).
+    fn auth_state(&mut self, params: &Value) -> Auth {
+        if self.session_authorized() {
+            return Auth::Valid;
+        }
+        if let Some(t) = params.get("access_token").and_then(Value::as_str) {
+            let found = lock(&self.sh.tokens)
+                .access
+                .get(t)
+                .map(|g| (g.account.clone(), g.expires));
+            match found {
+                Some((account, expires)) if Instant::now() < expires => {
+                    self.set_authorized(account, expires);
+                    return Auth::Valid;
+                }
+                Some(_) => return Auth::Expired,
+                None => {}
+            }
+        }
+        if self.token_expires.is_some() {
+            Auth::Expired
         } else {
-            false
+            Auth::Missing
+        }
+    }
+
+    fn unauthorized(state: Auth) -> Reply {
+        let data = match state {
+            Auth::Expired => Some(json!({"reason": "token_expired"})),
+            _ => None,
+        };
+        Reply::Error(13009, "unauthorized", data)
+    }
+
+    /// `Ok(())` if authorized, else the 13009 reply.
+    fn require_auth(&mut self, params: &Value) -> Result<(), Reply> {
+        match self.auth_state(params) {
+            Auth::Valid => Ok(()),
+            s => Err(Self::unauthorized(s)),
+        }
+    }
+
+    fn set_authorized(&mut self, account: String, expires: Instant) {
+        self.token_expires = Some(expires);
+        lock(&self.sh.cod).entry(self.conn).or_default().account = Some(account.clone());
+        self.account = Some(account);
+    }
+
+    fn charge(&self, method: &str) -> bool {
+        let opts = &self.sh.opts;
+        let cost = opts.cost_of(method);
+        let account = self.account.as_deref();
+        match opts.order_rate_limit {
+            Some(rl) if account.is_some() && is_matching_engine(method) => {
+                self.sh.take_credits(bucket_key(account, true), rl, cost)
+            }
+            _ => self
+                .sh
+                .take_credits(bucket_key(account, false), opts.rate_limit, cost),
         }
     }
 
@@ -436,100 +789,240 @@ impl Session<'_> {
         lock(&self.sh.subs).insert(self.conn, self.subs.clone());
     }
 
-    fn issue_tokens(&mut self) -> Value {
+    fn issue_tokens(&mut self, account: String) -> Value {
+        let opts = &self.sh.opts;
         let n = self.sh.token_counter.fetch_add(1, Ordering::SeqCst);
         let access = format!("dbt-access-{n}");
         let refresh = format!("dbt-refresh-{n}");
-        lock(&self.sh.access_tokens).insert(access.clone());
-        lock(&self.sh.refresh_tokens).insert(refresh.clone());
-        self.authed = true;
+        let now = Instant::now();
+        let lifetime = opts.access_lifetime();
+        let expires = now + lifetime;
+        {
+            let mut tokens = lock(&self.sh.tokens);
+            tokens.access.insert(
+                access.clone(),
+                AccessGrant {
+                    account: account.clone(),
+                    expires,
+                },
+            );
+            tokens.refresh.insert(
+                refresh.clone(),
+                RefreshGrant {
+                    account: account.clone(),
+                    expires: now + lifetime * REFRESH_LIFETIME_FACTOR,
+                    used: false,
+                },
+            );
+        }
+        self.set_authorized(account, expires);
         json!({
             "access_token": access,
             "refresh_token": refresh,
-            "expires_in": self.sh.opts.token_expires_in,
+            "expires_in": opts.reported_expires_in(),
             "scope": "connection mainaccount",
             "token_type": "bearer",
         })
     }
 
-    fn dispatch(&mut self, method: &str, params: &Value) -> Reply {
+    fn auth(&mut self, params: &Value) -> Reply {
         let opts = &self.sh.opts;
         let str_param = |k: &str| params.get(k).and_then(Value::as_str).unwrap_or("");
-        match method {
-            "public/auth" => match str_param("grant_type") {
-                "client_credentials" => {
-                    if str_param("client_id") == opts.client_id
-                        && str_param("client_secret") == opts.client_secret
-                    {
-                        Reply::Result(self.issue_tokens())
-                    } else {
-                        Reply::Error(13004, "invalid_credentials", None)
-                    }
+        let grant = str_param("grant_type");
+        lock(&self.sh.auth_grants).push((self.conn, grant.to_string()));
+        if let Some(code) = Injected::take(&self.sh.fail_auths) {
+            return Reply::Error(code, error_message(code), None);
+        }
+        match grant {
+            "client_credentials" => {
+                if str_param("client_id") == opts.client_id
+                    && str_param("client_secret") == opts.client_secret
+                {
+                    Reply::Result(self.issue_tokens(opts.client_id.clone()))
+                } else {
+                    Reply::Error(13004, "invalid_credentials", None)
                 }
-                "refresh_token" => {
-                    if lock(&self.sh.refresh_tokens).contains(str_param("refresh_token")) {
-                        Reply::Result(self.issue_tokens())
-                    } else {
-                        Reply::Error(13004, "invalid_credentials", None)
-                    }
+            }
+            "refresh_token" => {
+                if self.sh.refuse_refresh.load(Ordering::SeqCst) {
+                    return Reply::Error(13004, "invalid_credentials", None);
                 }
-                _ => Reply::Error(
-                    -32602,
-                    "Invalid params",
-                    Some(json!({"reason": "unsupported grant_type", "param": "grant_type"})),
-                ),
-            },
-            "public/subscribe" | "private/subscribe" => {
-                let Some(channels) = channel_list(params) else {
-                    return Reply::Error(
-                        -32602,
-                        "Invalid params",
-                        Some(json!({"reason": "must be a list of strings", "param": "channels"})),
-                    );
+                let account = {
+                    let mut tokens = lock(&self.sh.tokens);
+                    match tokens.refresh.get_mut(str_param("refresh_token")) {
+                        Some(g) if !g.used && Instant::now() < g.expires => {
+                            g.used = true;
+                            Some(g.account.clone())
+                        }
+                        _ => None,
+                    }
                 };
-                let needs_auth = method.starts_with("private/")
-                    || channels.iter().any(|c| c.starts_with("user."));
-                if needs_auth && !self.authorized(params) {
-                    return Reply::Error(13009, "unauthorized", None);
+                match account {
+                    Some(a) => Reply::Result(self.issue_tokens(a)),
+                    None => Reply::Error(13004, "invalid_credentials", None),
                 }
-                if self.sh.ignore_subscriptions.load(Ordering::SeqCst) {
+            }
+            _ => Reply::Error(
+                -32602,
+                "Invalid params",
+                Some(json!({"reason": "unsupported grant_type", "param": "grant_type"})),
+            ),
+        }
+    }
+
+    /// The channels of a (un)subscribe request this connection may have:
+    /// refused, `user.*` on `public/*` and unauthorized `*.raw` ones are
+    /// left out.
+    fn allowed_channels(
+        &self,
+        private: bool,
+        authorized: bool,
+        channels: Vec<String>,
+    ) -> Vec<String> {
+        let rejected = lock(&self.sh.rejected);
+        channels
+            .into_iter()
+            .filter(|c| {
+                !rejected.contains(c)
+                    && (private || !c.starts_with("user."))
+                    && (authorized || !c.ends_with(".raw"))
+            })
+            .collect()
+    }
+
+    fn set_cod(&mut self, params: &Value, on: bool) -> Reply {
+        match params
+            .get("scope")
+            .and_then(Value::as_str)
+            .unwrap_or("connection")
+        {
+            "connection" => {
+                lock(&self.sh.cod).entry(self.conn).or_default().connection = on;
+            }
+            "account" => {
+                let Some(account) = self.account.clone() else {
+                    return Reply::Error(13009, "unauthorized", None);
+                };
+                let mut accounts = lock(&self.sh.cod_accounts);
+                if on {
+                    accounts.insert(account);
+                } else {
+                    accounts.remove(&account);
+                }
+            }
+            _ => return invalid_param("scope", "must be connection or account"),
+        }
+        Reply::Result(json!("ok"))
+    }
+
+    fn get_cod(&self, params: &Value) -> Reply {
+        let scope = params
+            .get("scope")
+            .and_then(Value::as_str)
+            .unwrap_or("connection");
+        let enabled = match scope {
+            "connection" => lock(&self.sh.cod)
+                .get(&self.conn)
+                .is_some_and(|c| c.connection),
+            "account" => self
+                .account
+                .as_ref()
+                .is_some_and(|a| lock(&self.sh.cod_accounts).contains(a)),
+            _ => return invalid_param("scope", "must be connection or account"),
+        };
+        Reply::Result(json!({"scope": scope, "enabled": enabled}))
+    }
+
+    fn order(&self, method: &str, params: &Value) -> Reply {
+        let n = self.sh.order_counter.fetch_add(1, Ordering::SeqCst) + 1;
+        let instrument = params
+            .get("instrument_name")
+            .and_then(Value::as_str)
+            .unwrap_or("BTC-PERPETUAL");
+        let amount = params.get("amount").and_then(Value::as_f64).unwrap_or(0.0);
+        let direction = if method == "private/buy" {
+            "buy"
+        } else {
+            "sell"
+        };
+        let ts = now_us() / 1000;
+        Reply::Result(json!({
+            "order": {
+                "order_id": format!("ORD-{n}"),
+                "order_state": "open",
+                "order_type": params.get("type").and_then(Value::as_str).unwrap_or("limit"),
+                "instrument_name": instrument,
+                "direction": direction,
+                "amount": amount,
+                "filled_amount": 0.0,
+                "price": params.get("price").cloned().unwrap_or(json!(50_000.0)),
+                "label": params.get("label").and_then(Value::as_str).unwrap_or(""),
+                "creation_timestamp": ts,
+                "last_update_timestamp": ts,
+            },
+            "trades": [],
+        }))
+    }
+
+    fn dispatch(&mut self, method: &str, params: &Value) -> Reply {
+        let opts = &self.sh.opts;
+        match method {
+            "public/auth" => self.auth(params),
+            "public/subscribe"
+            | "private/subscribe"
+            | "public/unsubscribe"
+            | "private/unsubscribe" => {
+                let private = method.starts_with("private/");
+                let Some(channels) = channel_list(params) else {
+                    return invalid_param("channels", "must be a list of strings");
+                };
+                let authorized = match self.auth_state(params) {
+                    Auth::Valid => true,
+                    s if private => return Self::unauthorized(s),
+                    _ => false,
+                };
+                let subscribe = method.ends_with("/subscribe");
+                if subscribe && self.sh.ignore_subscriptions.load(Ordering::SeqCst) {
                     return Reply::None;
                 }
-                for c in &channels {
-                    if !self.subs.contains(c) {
-                        self.subs.push(c.clone());
+                let channels = self.allowed_channels(private, authorized, channels);
+                let result = if subscribe {
+                    for c in &channels {
+                        if !self.subs.contains(c) {
+                            self.subs.push(c.clone());
+                        }
                     }
-                }
-                self.publish_subs();
-                Reply::Result(json!(channels))
-            }
-            "public/unsubscribe" | "private/unsubscribe" => {
-                let Some(channels) = channel_list(params) else {
-                    return Reply::Error(-32602, "Invalid params", None);
+                    channels
+                } else {
+                    let removed: Vec<String> = channels
+                        .into_iter()
+                        .filter(|c| self.subs.contains(c))
+                        .collect();
+                    self.subs.retain(|c| !removed.contains(c));
+                    removed
                 };
-                if method.starts_with("private/") && !self.authorized(params) {
-                    return Reply::Error(13009, "unauthorized", None);
-                }
-                let removed: Vec<String> = channels
-                    .into_iter()
-                    .filter(|c| self.subs.contains(c))
-                    .collect();
-                self.subs.retain(|c| !removed.contains(c));
                 self.publish_subs();
-                Reply::Result(json!(removed))
+                Reply::Result(json!(result))
             }
             "public/unsubscribe_all" | "private/unsubscribe_all" => {
-                if method.starts_with("private/") && !self.authorized(params) {
-                    return Reply::Error(13009, "unauthorized", None);
+                if method.starts_with("private/") {
+                    if let Err(r) = self.require_auth(params) {
+                        return r;
+                    }
                 }
                 self.subs.clear();
                 self.publish_subs();
                 Reply::Result(json!("ok"))
             }
             "public/set_heartbeat" => {
+                if let Some(code) = Injected::take(&self.sh.fail_heartbeats) {
+                    return Reply::Error(code, error_message(code), None);
+                }
                 let interval = params.get("interval").and_then(Value::as_f64);
                 match interval {
-                    Some(i) if i >= opts.min_heartbeat_interval as f64 => {
+                    Some(i)
+                        if i >= opts.min_heartbeat_interval as f64 && i.is_finite() && i < 1e6 =>
+                    {
                         let interval = opts.heartbeat_unit.mul_f64(i);
                         self.hb = Some(Heartbeat {
                             interval,
@@ -560,15 +1053,43 @@ impl Session<'_> {
             }
             "public/hello" => Reply::Result(json!({"version": API_VERSION})),
             "public/get_time" => Reply::Result(json!(now_us() / 1000)),
-            m if m.starts_with("private/") && !self.authorized(params) => {
-                Reply::Error(13009, "unauthorized", None)
+            m if m.starts_with("private/") => {
+                if let Err(r) = self.require_auth(params) {
+                    return r;
+                }
+                self.private(m, params)
             }
             _ => Reply::Error(-32601, "Method not found", None),
         }
     }
 
-    /// Handle one incoming text message; returns the response to send, if any.
-    fn handle(&mut self, text: &str) -> Option<String> {
+    /// An authorized `private/*` method other than (un)subscribe.
+    fn private(&mut self, method: &str, params: &Value) -> Reply {
+        match method {
+            "private/enable_cancel_on_disconnect" => self.set_cod(params, true),
+            "private/disable_cancel_on_disconnect" => self.set_cod(params, false),
+            "private/get_cancel_on_disconnect" => self.get_cod(params),
+            "private/get_account_summary" => Reply::Result(json!({
+                "currency": params.get("currency").and_then(Value::as_str).unwrap_or("BTC"),
+                "balance": 10.0,
+                "equity": 10.0,
+                "available_funds": 9.5,
+                "margin_balance": 10.0,
+                "initial_margin": 0.5,
+                "maintenance_margin": 0.25,
+                "username": self.account.as_deref().unwrap_or(""),
+            })),
+            "private/buy" | "private/sell" => self.order(method, params),
+            "private/edit" | "private/cancel" | "private/close_position" => Reply::Result(
+                json!({"order": {"order_id": params.get("order_id").cloned().unwrap_or(Value::Null), "order_state": if method == "private/edit" { "open" } else { "cancelled" }}, "trades": []}),
+            ),
+            m if m.starts_with("private/cancel_all") => Reply::Result(json!(0)),
+            _ => Reply::Error(-32601, "Method not found", None),
+        }
+    }
+
+    /// Handle one incoming text message.
+    fn handle(&mut self, text: &str) -> Outcome {
         let us_in = now_us();
         let respond = |id: Value, reply: Reply| -> Option<String> {
             let mut out = json!({"jsonrpc": "2.0", "id": id});
@@ -590,30 +1111,59 @@ impl Session<'_> {
             out["testnet"] = json!(true);
             Some(out.to_string())
         };
+        let just = |response| Outcome {
+            response,
+            close: None,
+        };
         let v: Value = match serde_json::from_str(text) {
             Ok(v) => v,
-            Err(_) => return respond(Value::Null, Reply::Error(-32700, "Parse error", None)),
+            Err(_) => {
+                return just(respond(
+                    Value::Null,
+                    Reply::Error(-32700, "Parse error", None),
+                ))
+            }
         };
         let id = v.get("id").cloned().unwrap_or(Value::Null);
         let Some(method) = v.get("method").and_then(Value::as_str) else {
-            return respond(id, Reply::Error(-32600, "Invalid Request", None));
+            return just(respond(id, Reply::Error(-32600, "Invalid Request", None)));
         };
         let params = v.get("params").cloned().unwrap_or_else(|| json!({}));
+        let mut logged = params.clone();
+        if let Some(secret) = logged.get_mut("client_secret") {
+            *secret = json!("<redacted>");
+        }
         lock(&self.sh.log).push(ReceivedRequest {
             conn: self.conn,
             id: id.clone(),
             method: method.to_string(),
-            params: params.clone(),
+            params: logged,
         });
         if self.sh.unresponsive.load(Ordering::SeqCst) {
-            return None;
+            return just(None);
         }
-        if !self.take_credit() {
-            return respond(id, Reply::Error(10028, "too_many_requests", None));
+        if !self.charge(method) {
+            let close = self
+                .sh
+                .opts
+                .close_on_rate_limit
+                .then_some((RATE_LIMIT_CLOSE_CODE, RATE_LIMIT_CLOSE_REASON));
+            return Outcome {
+                response: respond(id, Reply::Error(10028, "too_many_requests", None)),
+                close,
+            };
         }
         let reply = self.dispatch(method, &params);
-        respond(id, reply)
+        just(respond(id, reply))
     }
+}
+
+fn invalid_param(param: &str, reason: &str) -> Reply {
+    Reply::Error(
+        -32602,
+        "Invalid params",
+        Some(json!({"reason": reason, "param": param})),
+    )
 }
 
 fn channel_list(params: &Value) -> Option<Vec<String>> {
@@ -698,6 +1248,10 @@ impl Drop for ConnGuard<'_> {
     fn drop(&mut self) {
         lock(&self.sh.mailboxes).remove(&self.conn);
         lock(&self.sh.subs).remove(&self.conn);
+        if let Some(scope) = self.sh.cod_scope(self.conn) {
+            log::debug!("deribit conn {}: cancel on disconnect ({scope})", self.conn);
+            lock(&self.sh.cancel_events).push((self.conn, scope.to_string()));
+        }
     }
 }
 
@@ -715,11 +1269,10 @@ fn serve(tcp: TcpStream, conn: Conn, sh: &Arc<Shared>) {
     let mut s = Session {
         sh,
         conn: index,
-        authed: false,
+        token_expires: None,
+        account: None,
         subs: Vec::new(),
         hb: None,
-        credits: sh.opts.rate_limit.max_credits as f64,
-        refilled_at: Instant::now(),
     };
     let mut next_notify = Instant::now() + sh.opts.notification_interval;
 
@@ -765,7 +1318,11 @@ fn serve(tcp: TcpStream, conn: Conn, sh: &Arc<Shared>) {
         if now >= next_notify {
             next_notify = now + sh.opts.notification_interval;
             if !quiet && !sh.pause_notifications.load(Ordering::SeqCst) {
+                let authorized = s.session_authorized();
                 for channel in &s.subs {
+                    if !authorized && channel.starts_with("user.") {
+                        continue;
+                    }
                     let note = json!({
                         "jsonrpc": "2.0",
                         "method": "subscription",
@@ -781,10 +1338,17 @@ fn serve(tcp: TcpStream, conn: Conn, sh: &Arc<Shared>) {
         match poll_read(&mut ws) {
             Ok(None) => {}
             Ok(Some(Message::Text(t))) => {
-                if let Some(out) = s.handle(t.as_str()) {
-                    if ws.send(Message::text(out)).is_err() {
+                let out = s.handle(t.as_str());
+                if let Some(text) = out.response {
+                    if ws.send(Message::text(text)).is_err() {
                         return;
                     }
+                }
+                if let Some((code, reason)) = out.close {
+                    log::debug!("deribit conn {index}: out of credits, closing");
+                    sh.rate_limit_closes.fetch_add(1, Ordering::SeqCst);
+                    close_gracefully(&mut ws, code, reason);
+                    return;
                 }
             }
             Ok(Some(_)) => {}

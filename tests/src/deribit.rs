@@ -214,13 +214,7 @@ impl DeribitOptions {
 
     /// The `expires_in` value `public/auth` reports, whole seconds.
     pub fn reported_expires_in(&self) -> u64 {
-        match self.token_lifetime {
-            None => self.token_expires_in,
-            Some(d) => {
-                let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-                s.max(1)
-            }
-        }
+        expires_in_secs(self.token_expires_in, self.token_lifetime)
     }
 
     fn cost_of(&self, method: &str) -> u64 {
@@ -321,6 +315,7 @@ struct Shared {
     opts: DeribitOptions,
     log: Mutex<Vec<ReceivedRequest>>,
     tokens: Mutex<Tokens>,
+    token_lifetime: Mutex<Option<Duration>>,
     token_counter: AtomicU64,
     order_counter: AtomicU64,
     seq: Mutex<HashMap<String, u64>>,
@@ -412,9 +407,11 @@ impl std::fmt::Debug for DeribitServer {
 impl DeribitServer {
     /// Bind `127.0.0.1:0` and start serving.
     pub fn start(opts: DeribitOptions) -> io::Result<DeribitServer> {
+        let token_lifetime = Mutex::new(opts.token_lifetime);
         let shared = Arc::new(Shared {
             opts,
             log: Mutex::new(Vec::new()),
+            token_lifetime,
             tokens: Mutex::new(Tokens::default()),
             token_counter: AtomicU64::new(0),
             order_counter: AtomicU64::new(0),
@@ -598,6 +595,11 @@ impl DeribitServer {
         self.shared.notifications_sent.load(Ordering::SeqCst)
     }
 
+    /// Wait up to `timeout` until at least `n` notifications were pushed.
+    pub fn wait_for_notifications(&self, n: u64, timeout: Duration) -> bool {
+        wait_until(timeout, || self.notifications_sent() >= n)
+    }
+
     /// `test_request` heartbeats sent so far.
     pub fn test_requests_sent(&self) -> u64 {
         self.shared.test_requests_sent.load(Ordering::SeqCst)
@@ -612,6 +614,13 @@ impl DeribitServer {
     /// whether it succeeded or not (`""` if `grant_type` was missing).
     pub fn auth_grants(&self) -> Vec<(usize, String)> {
         lock(&self.shared.auth_grants).clone()
+    }
+
+    /// Access-token lifetime for tokens issued from now on (overrides
+    /// [`DeribitOptions::token_lifetime`]; `None`: `token_expires_in`
+    /// seconds). Tokens already issued keep their expiry.
+    pub fn set_token_lifetime(&self, lifetime: Option<Duration>) {
+        *lock(&self.shared.token_lifetime) = lifetime;
     }
 
     /// While on, every `refresh_token` grant fails with 13004
@@ -670,6 +679,14 @@ impl DeribitServer {
         lock(&self.shared.buckets)
             .get(&key)
             .map(|b| b.credits as u64)
+    }
+}
+
+/// `expires_in` for a lifetime override: whole seconds rounded up, at least 1.
+fn expires_in_secs(default: u64, lifetime: Option<Duration>) -> u64 {
+    match lifetime {
+        None => default,
+        Some(d) => (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1),
     }
 }
 
@@ -795,7 +812,8 @@ impl Session<'_> {
         let access = format!("dbt-access-{n}");
         let refresh = format!("dbt-refresh-{n}");
         let now = Instant::now();
-        let lifetime = opts.access_lifetime();
+        let override_ = *lock(&self.sh.token_lifetime);
+        let lifetime = override_.unwrap_or(Duration::from_secs(opts.token_expires_in));
         let expires = now + lifetime;
         {
             let mut tokens = lock(&self.sh.tokens);
@@ -819,7 +837,7 @@ impl Session<'_> {
         json!({
             "access_token": access,
             "refresh_token": refresh,
-            "expires_in": opts.reported_expires_in(),
+            "expires_in": expires_in_secs(opts.token_expires_in, override_),
             "scope": "connection mainaccount",
             "token_type": "bearer",
         })
@@ -1622,5 +1640,410 @@ mod tests {
         assert!(srv.url().starts_with("wss://localhost:"));
         let mut ws = connect(&srv.url(), Some(pki.client_config())).unwrap();
         assert!(auth(&mut ws, 1)["result"]["access_token"].is_string());
+    }
+
+    fn refresh(ws: &mut BlockingWs, id: u64, token: &Value) -> Value {
+        rpc(
+            ws,
+            id,
+            "public/auth",
+            json!({"grant_type": "refresh_token", "refresh_token": token}),
+        )
+    }
+
+    /// Read until a close frame (skipping everything else); its code and reason.
+    fn read_close(ws: &mut BlockingWs) -> (u16, String) {
+        loop {
+            match ws.read() {
+                Ok(Message::Close(Some(f))) => return (f.code.into(), f.reason.to_string()),
+                Ok(Message::Close(None)) => panic!("close without a frame"),
+                Ok(_) => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    fn opts_with(rate_limit: RateLimit) -> DeribitOptions {
+        DeribitOptions {
+            rate_limit,
+            ..DeribitOptions::default()
+        }
+    }
+
+    const ORDERS: &str = "user.orders.BTC-PERPETUAL.raw";
+
+    #[test]
+    fn token_expiry_stops_private_calls_and_user_notifications_until_reauth() {
+        let srv = DeribitServer::plain().unwrap();
+        let mut ws = connect(&srv.url(), None).unwrap();
+        let r = auth(&mut ws, 1);
+        assert_eq!(r["result"]["expires_in"], 900);
+        assert_eq!(r["result"]["scope"], "connection mainaccount");
+        let r = rpc(
+            &mut ws,
+            2,
+            "private/subscribe",
+            json!({"channels": [ORDERS]}),
+        );
+        assert_eq!(r["result"], json!([ORDERS]));
+        assert!(srv.wait_for_notifications(1, T));
+
+        // Tokens issued from now on live 30 ms (reported as 1 s).
+        srv.set_token_lifetime(Some(Duration::from_millis(30)));
+        assert_eq!(auth(&mut ws, 3)["result"]["expires_in"], 1);
+        let mut id = 4;
+        let expired = wait_until(T, || {
+            id += 1;
+            let r = rpc(&mut ws, id, "private/get_account_summary", json!({}));
+            r.get("error").is_some()
+        });
+        assert!(expired);
+        let r = rpc(&mut ws, 100, "private/buy", json!({"amount": 10}));
+        assert_eq!(r["error"]["code"], 13009);
+        assert_eq!(r["error"]["message"], "unauthorized");
+        assert_eq!(r["error"]["data"]["reason"], "token_expired");
+        // No more user.* notifications, but the subscription stays.
+        let sent = srv.notifications_sent();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(srv.notifications_sent(), sent);
+        assert_eq!(srv.subscriptions(0), vec![ORDERS]);
+
+        // Re-auth on the same connection revives both.
+        srv.set_token_lifetime(None);
+        assert!(auth(&mut ws, 101)["result"]["access_token"].is_string());
+        let r = rpc(&mut ws, 102, "private/get_account_summary", json!({}));
+        assert!(r["result"].is_object(), "{r}");
+        assert!(srv.wait_for_notifications(sent + 1, T));
+    }
+
+    #[test]
+    fn refresh_tokens_rotate_expire_and_can_be_refused() {
+        let srv = DeribitServer::plain().unwrap();
+        let mut ws = connect(&srv.url(), None).unwrap();
+        let r1 = auth(&mut ws, 1)["result"]["refresh_token"].clone();
+        let r2 = refresh(&mut ws, 2, &r1);
+        assert_eq!(r2["result"]["token_type"], "bearer");
+        let r2 = r2["result"]["refresh_token"].clone();
+        assert_ne!(r1, r2);
+        // A used refresh token is dead.
+        let again = refresh(&mut ws, 3, &r1);
+        assert_eq!(again["error"]["code"], 13004);
+        assert_eq!(again["error"]["message"], "invalid_credentials");
+        let unknown = refresh(&mut ws, 4, &json!("dbt-refresh-999"));
+        assert_eq!(unknown["error"]["code"], 13004);
+        let r3 = refresh(&mut ws, 5, &r2)["result"]["refresh_token"].clone();
+        assert!(r3.is_string());
+
+        // Refused on demand: the client falls back to client_credentials.
+        srv.set_refuse_refresh(true);
+        assert_eq!(refresh(&mut ws, 6, &r3)["error"]["code"], 13004);
+        assert!(auth(&mut ws, 7)["result"]["access_token"].is_string());
+        srv.set_refuse_refresh(false);
+        // r3 was not consumed by the refused attempt.
+        assert!(refresh(&mut ws, 8, &r3)["result"]["access_token"].is_string());
+
+        // Refresh tokens expire (10 × the access lifetime: 200 ms here).
+        srv.set_token_lifetime(Some(Duration::from_millis(20)));
+        let short = auth(&mut ws, 9)["result"]["refresh_token"].clone();
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(refresh(&mut ws, 10, &short)["error"]["code"], 13004);
+
+        let grants: Vec<(usize, String)> = [
+            "client_credentials",
+            "refresh_token",
+            "refresh_token",
+            "refresh_token",
+            "refresh_token",
+            "refresh_token",
+            "client_credentials",
+            "refresh_token",
+            "client_credentials",
+            "refresh_token",
+        ]
+        .iter()
+        .map(|g| (0, g.to_string()))
+        .collect();
+        assert_eq!(srv.auth_grants(), grants);
+        // The log keeps the params, but never the secret.
+        let log = srv.received();
+        assert_eq!(log[0].params["client_secret"], "<redacted>");
+        assert_eq!(log[0].params["client_id"], "test-client");
+        assert_eq!(log[1].params["refresh_token"], r1);
+    }
+
+    #[test]
+    fn injected_auth_errors() {
+        let srv = DeribitServer::plain().unwrap();
+        let mut ws = connect(&srv.url(), None).unwrap();
+        srv.fail_next_auths(2, 13028);
+        for id in 1..=2 {
+            let r = auth(&mut ws, id);
+            assert_eq!(r["error"]["code"], 13028);
+            assert_eq!(r["error"]["message"], "temporarily_unavailable");
+        }
+        assert!(auth(&mut ws, 3)["result"]["access_token"].is_string());
+        let codes = [
+            (10028, "too_many_requests"),
+            (10040, "retry"),
+            (11051, "system_maintenance"),
+            (12345, "injected_error"),
+        ];
+        for (i, (code, message)) in codes.iter().enumerate() {
+            srv.fail_next_auths(1, *code);
+            let r = refresh(&mut ws, 10 + i as u64, &json!("whatever"));
+            assert_eq!(r["error"]["code"], *code);
+            assert_eq!(r["error"]["message"], *message);
+        }
+        // An injected 10028 does not close the connection.
+        assert_eq!(rpc(&mut ws, 20, "public/test", json!({}))["id"], 20);
+        assert_eq!(srv.rate_limit_closes(), 0);
+        assert_eq!(srv.auth_grants().len(), 7);
+    }
+
+    #[test]
+    fn subscribe_results_leave_out_refused_and_unauthorized_channels() {
+        let srv = DeribitServer::plain().unwrap();
+        srv.reject_channels(&["ticker.BTC-PERPETUAL.100ms"]);
+        let mut ws = connect(&srv.url(), None).unwrap();
+        let asked = json!({"channels": [
+            "book.BTC-PERPETUAL.raw",
+            "book.BTC-PERPETUAL.100ms",
+            ORDERS,
+            "ticker.BTC-PERPETUAL.100ms",
+        ]});
+        let r = rpc(&mut ws, 1, "public/subscribe", asked.clone());
+        assert_eq!(r["result"], json!(["book.BTC-PERPETUAL.100ms"]));
+        let r = rpc(
+            &mut ws,
+            2,
+            "private/subscribe",
+            json!({"channels": [ORDERS]}),
+        );
+        assert_eq!(r["error"]["code"], 13009);
+        assert!(r["error"].get("data").is_none());
+        let r = rpc(
+            &mut ws,
+            3,
+            "private/unsubscribe",
+            json!({"channels": [ORDERS]}),
+        );
+        assert_eq!(r["error"]["code"], 13009);
+
+        auth(&mut ws, 4);
+        let r = rpc(&mut ws, 5, "public/subscribe", asked.clone());
+        assert_eq!(
+            r["result"],
+            json!(["book.BTC-PERPETUAL.raw", "book.BTC-PERPETUAL.100ms"])
+        );
+        let r = rpc(&mut ws, 6, "private/subscribe", asked);
+        assert_eq!(
+            r["result"],
+            json!(["book.BTC-PERPETUAL.raw", "book.BTC-PERPETUAL.100ms", ORDERS])
+        );
+        assert_eq!(
+            srv.subscriptions(0),
+            vec!["book.BTC-PERPETUAL.100ms", "book.BTC-PERPETUAL.raw", ORDERS]
+        );
+        // Unsubscribe mirrors it: public/* cannot touch user.* channels.
+        let both = json!({"channels": [ORDERS, "book.BTC-PERPETUAL.raw"]});
+        let r = rpc(&mut ws, 7, "public/unsubscribe", both.clone());
+        assert_eq!(r["result"], json!(["book.BTC-PERPETUAL.raw"]));
+        let r = rpc(&mut ws, 8, "private/unsubscribe", both);
+        assert_eq!(r["result"], json!([ORDERS]));
+        assert_eq!(srv.subscriptions(0), vec!["book.BTC-PERPETUAL.100ms"]);
+        srv.reject_channels(&[]);
+        let r = rpc(
+            &mut ws,
+            9,
+            "public/subscribe",
+            json!({"channels": ["ticker.BTC-PERPETUAL.100ms"]}),
+        );
+        assert_eq!(r["result"], json!(["ticker.BTC-PERPETUAL.100ms"]));
+    }
+
+    #[test]
+    fn out_of_credits_answers_10028_then_closes() {
+        let srv = DeribitServer::start(opts_with(RateLimit {
+            cost: 500,
+            max_credits: 1000,
+            refill_per_sec: 0,
+        }))
+        .unwrap();
+        let mut ws = connect(&srv.url(), None).unwrap();
+        rpc(&mut ws, 1, "public/test", json!({}));
+        rpc(&mut ws, 2, "public/test", json!({}));
+        let r = rpc(&mut ws, 3, "public/test", json!({}));
+        assert_eq!(r["error"]["code"], 10028);
+        assert_eq!(
+            read_close(&mut ws),
+            (RATE_LIMIT_CLOSE_CODE, RATE_LIMIT_CLOSE_REASON.to_string())
+        );
+        assert!(wait_until(T, || srv.rate_limit_closes() == 1));
+        assert_eq!(srv.credits(None), Some(0));
+    }
+
+    #[test]
+    fn credits_are_per_account_and_shared_across_connections() {
+        let mut opts = opts_with(RateLimit {
+            cost: 500,
+            max_credits: 1000,
+            refill_per_sec: 0,
+        });
+        opts.method_costs.insert("public/auth".into(), 0);
+        let srv = DeribitServer::start(opts).unwrap();
+        // Unauthenticated connections share one bucket.
+        let mut a = connect(&srv.url(), None).unwrap();
+        rpc(&mut a, 1, "public/test", json!({}));
+        let mut b = connect(&srv.url(), None).unwrap();
+        rpc(&mut b, 1, "public/test", json!({}));
+        assert_eq!(
+            rpc(&mut b, 2, "public/test", json!({}))["error"]["code"],
+            10028
+        );
+        // An authenticated connection uses its account's bucket ...
+        let mut c = connect(&srv.url(), None).unwrap();
+        auth(&mut c, 1);
+        rpc(&mut c, 2, "public/test", json!({}));
+        rpc(&mut c, 3, "private/get_account_summary", json!({}));
+        // ... which a new connection of the same account does not refill.
+        let mut d = connect(&srv.url(), None).unwrap();
+        auth(&mut d, 1);
+        assert_eq!(
+            rpc(&mut d, 2, "public/test", json!({}))["error"]["code"],
+            10028
+        );
+        assert!(wait_until(T, || srv.rate_limit_closes() == 2));
+        assert_eq!(srv.credits(Some("test-client")), Some(0));
+    }
+
+    #[test]
+    fn order_bucket_is_separate_and_close_is_optional() {
+        let opts = DeribitOptions {
+            order_rate_limit: Some(RateLimit {
+                cost: 500,
+                max_credits: 1000,
+                refill_per_sec: 0,
+            }),
+            close_on_rate_limit: false,
+            ..DeribitOptions::default()
+        };
+        let srv = DeribitServer::start(opts).unwrap();
+        let mut ws = connect(&srv.url(), None).unwrap();
+        let r = rpc(&mut ws, 1, "private/buy", json!({"amount": 10}));
+        assert_eq!(r["error"]["code"], 13009);
+        auth(&mut ws, 2);
+        let r = rpc(
+            &mut ws,
+            3,
+            "private/buy",
+            json!({"instrument_name": "BTC-PERPETUAL", "amount": 10}),
+        );
+        assert!(r["result"]["order"]["order_id"].is_string(), "{r}");
+        assert_eq!(r["result"]["order"]["direction"], "buy");
+        let r = rpc(&mut ws, 4, "private/sell", json!({"amount": 10}));
+        assert_eq!(r["result"]["order"]["direction"], "sell");
+        let r = rpc(&mut ws, 5, "private/cancel", json!({"order_id": "ORD-1"}));
+        assert_eq!(r["error"]["code"], 10028);
+        // The account bucket is untouched and the connection stays open.
+        let r = rpc(&mut ws, 6, "private/get_account_summary", json!({}));
+        assert_eq!(r["result"]["currency"], "BTC");
+        assert_eq!(srv.rate_limit_closes(), 0);
+        assert!(is_matching_engine("private/cancel_all_by_currency"));
+        assert!(!is_matching_engine("private/get_positions"));
+    }
+
+    #[test]
+    fn cancel_on_disconnect_on_every_kind_of_end() {
+        let srv = DeribitServer::plain().unwrap();
+        let url = srv.url();
+        let cod = |ws: &mut BlockingWs, method: &str, scope: &str| {
+            rpc(ws, 9, method, json!({"scope": scope}))
+        };
+        // conn 0: needs auth; enabled, then closed by the client.
+        let mut ws = connect(&url, None).unwrap();
+        let r = cod(&mut ws, "private/enable_cancel_on_disconnect", "connection");
+        assert_eq!(r["error"]["code"], 13009);
+        auth(&mut ws, 1);
+        let r = cod(&mut ws, "private/get_cancel_on_disconnect", "connection");
+        assert_eq!(
+            r["result"],
+            json!({"scope": "connection", "enabled": false})
+        );
+        let r = rpc(&mut ws, 2, "private/enable_cancel_on_disconnect", json!({}));
+        assert_eq!(r["result"], "ok");
+        let r = cod(&mut ws, "private/get_cancel_on_disconnect", "connection");
+        assert_eq!(r["result"], json!({"scope": "connection", "enabled": true}));
+        assert!(srv.cod_enabled_on(0));
+        ws.close(None).unwrap();
+        assert!(wait_until(T, || srv.cancels_on_disconnect() == 1));
+
+        // conn 1: enabled then disabled; killed by the server: no event.
+        let mut ws = connect(&url, None).unwrap();
+        auth(&mut ws, 1);
+        cod(&mut ws, "private/enable_cancel_on_disconnect", "connection");
+        cod(
+            &mut ws,
+            "private/disable_cancel_on_disconnect",
+            "connection",
+        );
+        assert!(!srv.cod_enabled_on(1));
+        srv.kill_connections();
+        assert!(srv.wait_live_connections(0, T));
+        assert_eq!(srv.cancels_on_disconnect(), 1);
+
+        // conn 2: account scope, reset by the server.
+        let mut ws = connect(&url, None).unwrap();
+        auth(&mut ws, 1);
+        let r = cod(&mut ws, "private/enable_cancel_on_disconnect", "account");
+        assert_eq!(r["result"], "ok");
+        let r = cod(&mut ws, "private/get_cancel_on_disconnect", "account");
+        assert_eq!(r["result"], json!({"scope": "account", "enabled": true}));
+        srv.reset_connections();
+        assert!(wait_until(T, || srv.cancels_on_disconnect() == 2));
+
+        // conn 3: connection scope, server killed (stop).
+        let mut ws = connect(&url, None).unwrap();
+        auth(&mut ws, 1);
+        cod(&mut ws, "private/disable_cancel_on_disconnect", "account");
+        cod(&mut ws, "private/enable_cancel_on_disconnect", "connection");
+        srv.stop();
+        assert!(wait_until(T, || srv.cancels_on_disconnect() == 3));
+        let events: Vec<(usize, String)> = [(0, "connection"), (2, "account"), (3, "connection")]
+            .iter()
+            .map(|(c, s)| (*c, s.to_string()))
+            .collect();
+        assert_eq!(srv.cancel_events(), events);
+        assert!(srv.cod_enabled_on(3) && !srv.cod_enabled_on(1));
+    }
+
+    #[test]
+    fn injected_set_heartbeat_errors_start_no_heartbeats() {
+        let srv = DeribitServer::start(DeribitOptions {
+            heartbeat_unit: Duration::from_millis(1),
+            ..DeribitOptions::default()
+        })
+        .unwrap();
+        srv.set_enforce_test_requests(false);
+        let mut ws = connect(&srv.url(), None).unwrap();
+        srv.fail_next_set_heartbeats(2, 11050);
+        let r = rpc(&mut ws, 1, "public/set_heartbeat", json!({"interval": 10}));
+        assert_eq!(r["error"]["code"], 11050);
+        assert_eq!(r["error"]["message"], "bad_request");
+        srv.fail_next_set_heartbeats(1, 13028);
+        let r = rpc(&mut ws, 2, "public/set_heartbeat", json!({"interval": 10}));
+        assert_eq!(r["error"]["message"], "temporarily_unavailable");
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(srv.test_requests_sent(), 0);
+        let r = rpc(&mut ws, 3, "public/set_heartbeat", json!({"interval": 10}));
+        assert_eq!(r["result"], "ok");
+        assert!(wait_until(T, || srv.test_requests_sent() > 0));
+        // Absurd intervals are refused, not a panic.
+        let r = rpc(
+            &mut ws,
+            4,
+            "public/set_heartbeat",
+            json!({"interval": 1e300}),
+        );
+        assert_eq!(r["error"]["code"], 11050);
     }
 }

@@ -10,6 +10,7 @@
 //! - [`misbehaving`]: servers that fail in one specific way each.
 //! - [`proxy`]: a TCP fault proxy with runtime-switchable modes.
 //! - [`deribit`]: a Deribit-compatible JSON-RPC server (subset).
+//! - [`binance`]: a Binance-style market-stream server (subset).
 //! - [`blocking_client`]: a blocking tungstenite client with timeouts.
 //! - [`acceptor`]: the listener machinery the servers share.
 //!
@@ -33,6 +34,7 @@
 #![deny(missing_docs)]
 
 pub mod acceptor;
+pub mod binance;
 pub mod blocking_client;
 pub mod certs;
 pub mod deribit;
@@ -42,6 +44,7 @@ pub mod proxy;
 mod ws_util;
 
 pub use acceptor::wait_until;
+pub use binance::{BinanceOptions, BinanceRequest, BinanceServer};
 pub use certs::TestPki;
 pub use deribit::{DeribitOptions, DeribitServer, RateLimit, ReceivedRequest};
 pub use echo::{EchoOptions, EchoServer, RecordedRequest};

@@ -7,7 +7,7 @@
 //! | method | behaviour |
 //! |---|---|
 //! | `public/auth` | `grant_type` `client_credentials` (`client_id`, `client_secret` checked) or `refresh_token` (a refresh token this server issued, unused and unexpired; refresh tokens rotate); wrong → error 13004 `invalid_credentials`; other grant types → -32602 `Invalid params`. Result: `access_token`, `refresh_token`, `expires_in`, `scope`, `token_type: "bearer"` |
-//! | `public/subscribe` | `params.channels`; result: the channels actually subscribed — refused channels ([`DeribitServer::reject_channels`]), `user.*` channels, and `*.raw` channels on a connection without a valid token are left out |
+//! | `public/subscribe` | `params.channels`; result: the channels actually subscribed — refused channels ([`DeribitServer::reject_channels`]), `user.*` channels, and `*.raw` channels on a connection without a valid token (unless [`DeribitOptions::raw_requires_auth`] is off) are left out |
 //! | `private/subscribe` | as above but needs a valid token (else 13009 for the whole request); `user.*` allowed |
 //! | `public/unsubscribe`, `private/unsubscribe` | result: the channels removed (same omissions as subscribe); private needs a token |
 //! | `public/unsubscribe_all`, `private/unsubscribe_all` | result `"ok"` |
@@ -184,6 +184,9 @@ pub struct DeribitOptions {
     pub order_rate_limit: Option<RateLimit>,
     /// Close the WebSocket after answering 10028 (default true, as Deribit).
     pub close_on_rate_limit: bool,
+    /// `*.raw` channels need a valid token (default true, as Deribit);
+    /// false lets unauthenticated connections subscribe to them.
+    pub raw_requires_auth: bool,
 }
 
 impl Default for DeribitOptions {
@@ -201,6 +204,7 @@ impl Default for DeribitOptions {
             method_costs: HashMap::new(),
             order_rate_limit: None,
             close_on_rate_limit: true,
+            raw_requires_auth: true,
         }
     }
 }
@@ -240,6 +244,7 @@ impl std::fmt::Debug for DeribitOptions {
             .field("method_costs", &self.method_costs)
             .field("order_rate_limit", &self.order_rate_limit)
             .field("close_on_rate_limit", &self.close_on_rate_limit)
+            .field("raw_requires_auth", &self.raw_requires_auth)
             .finish()
     }
 }
@@ -898,6 +903,7 @@ impl Session<'_> {
         channels: Vec<String>,
     ) -> Vec<String> {
         let rejected = lock(&self.sh.rejected);
+        let authorized = authorized || !self.sh.opts.raw_requires_auth;
         channels
             .into_iter()
             .filter(|c| {
@@ -1859,6 +1865,21 @@ mod tests {
             json!({"channels": ["ticker.BTC-PERPETUAL.100ms"]}),
         );
         assert_eq!(r["result"], json!(["ticker.BTC-PERPETUAL.100ms"]));
+
+        // Raw feeds without a token, where the server allows it.
+        let srv = DeribitServer::start(DeribitOptions {
+            raw_requires_auth: false,
+            ..DeribitOptions::default()
+        })
+        .unwrap();
+        let mut ws = connect(&srv.url(), None).unwrap();
+        let r = rpc(
+            &mut ws,
+            1,
+            "public/subscribe",
+            json!({"channels": ["book.BTC-PERPETUAL.raw", ORDERS]}),
+        );
+        assert_eq!(r["result"], json!(["book.BTC-PERPETUAL.raw"]));
     }
 
     #[test]

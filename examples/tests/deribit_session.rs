@@ -212,7 +212,14 @@ fn tls_session() {
 
 #[test]
 fn public_only_session_skips_private_channel() {
-    let server = fast_heartbeat_server(None);
+    // The example subscribes `*.raw` public channels, which real Deribit (and
+    // the loopback server by default) only grants to authorized connections.
+    let server = DeribitServer::start(DeribitOptions {
+        heartbeat_unit: Duration::from_millis(10),
+        raw_requires_auth: false,
+        ..DeribitOptions::default()
+    })
+    .unwrap();
     let setup = DeribitSetup::default();
     assert!(!setup.authenticated());
     let channels = setup.channels();

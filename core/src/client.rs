@@ -21,8 +21,12 @@
 //!    rendered into the caller's buffer and already admitted (rate limit,
 //!    queue bound); send each as a text message, or hand it back with
 //!    [`Client::transmit_failed`];
-//! 3. [`Client::poll_event`] until `None`: what to tell the application;
-//! 4. [`Client::poll_timeout`]: when to call [`Client::handle_timeout`].
+//! 3. [`Client::poll_event`] until `None`: what to tell the application
+//!    (the session sees the lifecycle events as they are polled: an
+//!    `Opened` starts authentication, so poll events before expecting
+//!    the session's first transmit);
+//! 4. repeat 1–3 until all three are empty, then [`Client::poll_timeout`]:
+//!    when to call [`Client::handle_timeout`].
 //!
 //! Socket inputs carry the [`Epoch`] of the socket they came from
 //! ([`Action::Connect`] says which); input from any other epoch is ignored.
@@ -46,6 +50,7 @@
 //! client.connect(t);
 //! let Some(Action::Connect { epoch }) = client.poll_action() else { panic!() };
 //! client.handle_open(t, epoch); // the socket opened
+//! while client.poll_event().is_some() {} // Connecting, Opened: the session starts
 //!
 //! // 1. authenticate
 //! let mut out = String::new();
@@ -63,6 +68,7 @@
 //! let answer = format!(r#"{{"id":{},"result":["trades.BTC-PERPETUAL.raw"]}}"#, sub.id);
 //! client.handle_message(t, epoch, answer.as_bytes());
 //! let events: Vec<_> = std::iter::from_fn(|| client.poll_event()).collect();
+//! // (`Restored` counts what the answer granted)
 //! assert!(events.contains(&ClientEvent::Session(SessionEvent::Restored { epoch, granted: 1, rejected: 0 })));
 //!
 //! // 3. the token is refreshed 60 s before it expires, on the same socket
@@ -87,7 +93,6 @@ use crate::session::{
 use crate::time::{earliest, Instant};
 use core::fmt;
 use core::time::Duration;
-use heapless::Deque;
 
 #[cfg(feature = "alloc")]
 type Stored<T> = alloc::boxed::Box<T>;
@@ -148,8 +153,9 @@ pub struct Client<P, const SUBS: usize = 16, const CHAN: usize = 64, const REQS:
     protocol: P,
     session_config: SessionConfig,
     session: Store<Session<SUBS, CHAN, REQS>>,
-    /// Lifecycle events, seen by the client before the application.
-    events: Deque<Event, 8>,
+    /// The time of the latest input: lifecycle events are seen by the
+    /// session when the caller polls them (no second event queue).
+    last_now: Instant,
 }
 
 impl<P, const SUBS: usize, const CHAN: usize, const REQS: usize> fmt::Debug
@@ -174,7 +180,7 @@ impl<P: Protocol, const SUBS: usize, const CHAN: usize, const REQS: usize>
             protocol,
             session_config: session,
             session: None,
-            events: Deque::new(),
+            last_now: Instant::ZERO,
         };
         if c.protocol.authenticates() {
             c.session_mut();
@@ -401,7 +407,8 @@ impl<P: Protocol, const SUBS: usize, const CHAN: usize, const REQS: usize>
 
     /// Next event for the application.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        if let Some(e) = self.events.pop_front() {
+        if let Some(e) = self.conn.poll_event() {
+            self.observe(e);
             return Some(ClientEvent::Connection(e));
         }
         self.session
@@ -416,55 +423,43 @@ impl<P: Protocol, const SUBS: usize, const CHAN: usize, const REQS: usize>
         earliest(self.conn.poll_timeout(), s)
     }
 
-    /// Carry out what the session decided about the socket, and let the
-    /// session see the connection's lifecycle, until both are quiet.
+    /// Carry out what the session decided about the socket.
     fn settle(&mut self, now: Instant) {
-        loop {
-            let mut moved = false;
-            if let Some(s) = self.session.as_deref_mut() {
-                while let Some(signal) = s.take_signal() {
-                    moved = true;
-                    match signal {
-                        Signal::Throttle => {
-                            let wait = self.conn.throttle(now);
-                            log::debug!("zenws-core: rate limited by the server, holding {wait:?}");
-                        }
-                        Signal::Drop(error) => {
-                            let code = if error.is_transient() { 1000 } else { 1008 };
-                            self.conn.abort(now, self.conn.epoch(), error, code);
-                        }
-                    }
+        self.last_now = self.last_now.max(now);
+        let Some(s) = self.session.as_deref_mut() else {
+            return;
+        };
+        while let Some(signal) = s.take_signal() {
+            match signal {
+                Signal::Throttle => {
+                    let wait = self.conn.throttle(now);
+                    log::debug!("zenws-core: rate limited by the server, holding {wait:?}");
+                }
+                Signal::Drop(error) => {
+                    let code = if error.is_transient() { 1000 } else { 1008 };
+                    self.conn.abort(now, self.conn.epoch(), error, code);
                 }
             }
-            while let Some(e) = self.conn.poll_event() {
-                moved = true;
-                match e {
-                    Event::Opened { epoch } => {
-                        if self.session.is_some() || self.protocol.authenticates() {
-                            if self.session.is_none() {
-                                self.session = Some(stored(Session::new(self.session_config)));
-                            }
-                            if let Some(s) = self.session.as_deref_mut() {
-                                s.on_open(now, epoch, &self.protocol);
-                            }
-                        }
-                    }
-                    Event::Disconnected { .. } | Event::Exited(_) => {
-                        if let Some(s) = self.session.as_deref_mut() {
-                            s.on_disconnect();
-                        }
-                    }
-                    _ => {}
+        }
+    }
+
+    /// The session sees the connection's lifecycle as the caller polls it.
+    fn observe(&mut self, e: Event) {
+        match e {
+            Event::Opened { epoch } if self.session.is_some() || self.protocol.authenticates() => {
+                if self.session.is_none() {
+                    self.session = Some(stored(Session::new(self.session_config)));
                 }
-                if self.events.push_back(e).is_err() {
-                    // One input emits at most 5 lifecycle events and the
-                    // caller drains after every input.
-                    log::error!("zenws-core: client event queue overflow");
+                if let Some(s) = self.session.as_deref_mut() {
+                    s.on_open(self.last_now, epoch, &self.protocol);
                 }
             }
-            if !moved {
-                return;
+            Event::Disconnected { .. } | Event::Exited(_) => {
+                if let Some(s) = self.session.as_deref_mut() {
+                    s.on_disconnect();
+                }
             }
+            _ => {}
         }
     }
 }

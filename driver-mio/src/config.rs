@@ -1,9 +1,9 @@
 //! Per-client configuration: the core's decisions plus the transport's knobs.
 
-use crate::hooks::SessionHooks;
 use crate::tls::TlsRoots;
 use std::fmt;
 use std::sync::Arc;
+use zenws_core::exchange::Protocol;
 use zenws_core::session::SessionConfig;
 use zenws_core::supervisor::RestartType;
 use zenws_core::ConnectionConfig;
@@ -22,10 +22,16 @@ use zenws_core::ConnectionConfig;
 pub struct ClientConfig {
     /// The core's lifecycle, retry, heartbeat, limits and rate limit.
     pub connection: ConnectionConfig,
-    /// The session layer: auth, subscription restoration, request timeout.
+    /// The session layer: subscription batches and pacing, request
+    /// timeout, token refresh margin.
     pub session: SessionConfig,
-    /// Renders auth and subscribe messages for the session layer.
-    pub hooks: Option<Arc<dyn SessionHooks>>,
+    /// The exchange protocol of the session (authentication, subscribe,
+    /// error classes), e.g.
+    /// [`Deribit`](zenws_core::exchange::deribit::Deribit) or
+    /// [`Binance`](zenws_core::exchange::binance::Binance); `None`: a plain
+    /// WebSocket (subscriptions then cannot be sent and are reported
+    /// rejected).
+    pub protocol: Option<Arc<dyn Protocol + Send + Sync>>,
     /// Channels to subscribe to after every open (tracked and restored).
     pub subscriptions: Vec<String>,
     /// Extra headers on the upgrade request (e.g. `Authorization`).
@@ -40,6 +46,18 @@ impl ClientConfig {
     /// Add an upgrade header.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Run the session with this exchange protocol.
+    pub fn protocol(mut self, protocol: impl Protocol + Send + Sync + 'static) -> Self {
+        self.protocol = Some(Arc::new(protocol));
+        self
+    }
+
+    /// Track `channel`: subscribed after every open.
+    pub fn subscribe(mut self, channel: impl Into<String>) -> Self {
+        self.subscriptions.push(channel.into());
         self
     }
 
@@ -60,7 +78,7 @@ impl fmt::Debug for ClientConfig {
         f.debug_struct("ClientConfig")
             .field("connection", &self.connection)
             .field("session", &self.session)
-            .field("hooks", &self.hooks.as_ref().map(|_| ".."))
+            .field("protocol", &self.protocol.as_ref().map(|_| ".."))
             .field("subscriptions", &self.subscriptions)
             .field("headers", &headers)
             .field("tls", &self.tls)

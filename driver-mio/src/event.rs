@@ -2,6 +2,7 @@
 
 use crate::error::ClientId;
 use std::time::Duration;
+use zenws_core::session::Rejection;
 use zenws_core::{Error as Reason, ExitReason};
 
 /// A data message received from the peer.
@@ -92,25 +93,99 @@ pub enum ClientEvent {
         /// Which client.
         id: ClientId,
     },
-    /// Authentication succeeded (session layer).
+    /// The server refused the heartbeat setup (Deribit `set_heartbeat`):
+    /// asked again after a delay; the silence meanwhile is not a failure.
+    HeartbeatSetupFailed {
+        /// Which client.
+        id: ClientId,
+        /// The JSON-RPC error code.
+        code: i64,
+    },
+    /// Authentication succeeded on the new socket (session layer). The
+    /// answer (tokens) is never handed over as a message.
     Authenticated {
         /// Which client.
         id: ClientId,
+        /// `true` if the refresh-token grant was used, else the credentials.
+        refresh: bool,
+        /// The token's lifetime, if the server said.
+        expires_in: Option<Duration>,
     },
-    /// All tracked subscriptions were re-sent after an open.
+    /// The token was refreshed on the open socket (before it expired).
+    TokenRefreshed {
+        /// Which client.
+        id: ClientId,
+        /// The new token's lifetime.
+        expires_in: Option<Duration>,
+    },
+    /// A transient authentication error (busy, maintenance, rate limit):
+    /// retried on the same socket after `delay`.
+    AuthRetrying {
+        /// Which client.
+        id: ClientId,
+        /// The JSON-RPC error code.
+        code: Option<i64>,
+        /// Until the next attempt.
+        delay: Duration,
+    },
+    /// The server said its rate limit was hit (e.g. Deribit 10028): sends
+    /// are refused (`RateLimited`) and reconnects held until the client's
+    /// credits have refilled.
+    RateLimited {
+        /// Which client.
+        id: ClientId,
+        /// The JSON-RPC error code.
+        code: i64,
+    },
+    /// A step after authentication was answered (for Deribit with
+    /// cancel-on-disconnect, step 0 is `enable_cancel_on_disconnect`).
+    AfterAuth {
+        /// Which client.
+        id: ClientId,
+        /// Which step.
+        step: u8,
+        /// `None`: done; `Some(Some(code))`: refused; `Some(None)`: no answer in time.
+        error: Option<Option<i64>>,
+    },
+    /// A tracked channel is not subscribed on this socket, and why.
+    SubscriptionRejected {
+        /// Which client.
+        id: ClientId,
+        /// The channel.
+        channel: String,
+        /// Why (refused with a code, needs authentication, no answer).
+        reason: Rejection,
+    },
+    /// Every tracked channel was answered after an open (or a runtime
+    /// subscribe): `granted` are confirmed by the server; `rejected` were
+    /// each reported with [`ClientEvent::SubscriptionRejected`].
     Restored {
         /// Which client.
         id: ClientId,
-        /// How many channels.
-        channels: usize,
+        /// The channels the server confirmed.
+        granted: Vec<String>,
+        /// How many were not subscribed.
+        rejected: usize,
     },
-    /// A tracked JSON-RPC request got its response (the response itself
+    /// A tracked JSON-RPC request got a result (the response itself
     /// arrives as a [`ClientEvent::Message`] just before).
     RequestResolved {
         /// Which client.
         id: ClientId,
         /// The request id.
         request: u64,
+    },
+    /// A tracked JSON-RPC request got an error answer (the response itself
+    /// arrives as a [`ClientEvent::Message`] just before).
+    RequestError {
+        /// Which client.
+        id: ClientId,
+        /// The request id.
+        request: u64,
+        /// `error.code`.
+        code: i64,
+        /// `error.message`, at most 64 bytes.
+        message: String,
     },
     /// A tracked request got no response in time.
     RequestTimedOut {
@@ -161,9 +236,16 @@ impl ClientEvent {
             | Restarted { id, .. }
             | HeartbeatMissed { id, .. }
             | HeartbeatFailed { id }
-            | Authenticated { id }
+            | HeartbeatSetupFailed { id, .. }
+            | Authenticated { id, .. }
+            | TokenRefreshed { id, .. }
+            | AuthRetrying { id, .. }
+            | RateLimited { id, .. }
+            | AfterAuth { id, .. }
+            | SubscriptionRejected { id, .. }
             | Restored { id, .. }
             | RequestResolved { id, .. }
+            | RequestError { id, .. }
             | RequestTimedOut { id, .. }
             | RequestFailed { id, .. }
             | Stopped { id }

@@ -1,6 +1,9 @@
-//! One client inside the loop: glue between its cores (connection, session)
-//! and its transport. The cores decide; this file only carries out actions
-//! and feeds results back, until both sides are quiet.
+//! One client inside the loop: I/O plumbing around its per-client machine
+//! ([`zenws_core::client::Client`]). The machine decides everything —
+//! lifecycle, heartbeats, pongs, the session (authentication, token refresh,
+//! subscriptions, requests) — and this file only carries out its actions,
+//! writes its transmits, feeds the transport's events in (one inbound path)
+//! and turns the machine's events into [`ClientEvent`]s.
 
 use crate::config::ClientConfig;
 use crate::error::ClientId;
@@ -12,55 +15,23 @@ use mio::{Registry, Token};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use zenws_core::session::{Session, SessionEvent, Step};
-use zenws_core::{
-    Action, Connection, Delivery, Epoch, Error as Reason, Event, ExitReason, Instant,
-};
+use std::time::Duration;
+use zenws_core::client::{Client, ClientEvent as CoreEvent};
+use zenws_core::exchange::Protocol;
+use zenws_core::frame::FrameKind;
+use zenws_core::session::SessionEvent;
+use zenws_core::{Action, Delivery, Epoch, Error as Reason, Event, ExitReason, Instant};
 
-/// Takes the transport's events as they are decoded (see `on_ready`).
-struct Direct<'a> {
-    /// Still handling events here (false once one went to `rest`: order).
-    direct: bool,
-    conn: &'a mut Connection,
-    id: ClientId,
-    now: Instant,
-    epoch: Epoch,
-    events: &'a mut VecDeque<ClientEvent>,
-    rest: &'a mut Vec<TransportEvent>,
-}
+/// The exchange protocol a driver client runs (`None`: a plain WebSocket).
+pub(crate) type Proto = Option<Arc<dyn Protocol + Send + Sync>>;
 
-impl EventSink for Direct<'_> {
-    fn event(&mut self, ev: TransportEvent) {
-        if !self.direct {
-            return self.rest.push(ev);
-        }
-        let (now, epoch) = (self.now, self.epoch);
-        let message = match ev {
-            TransportEvent::Text(t) => Message::Text(t),
-            TransportEvent::Binary(b) => Message::Binary(b),
-            TransportEvent::Open => return self.conn.handle_open(now, epoch),
-            // The transport queues the pong itself; the core only notes it.
-            TransportEvent::Ping(p) => {
-                self.conn.handle_ping(now, epoch, &p);
-                return;
-            }
-            TransportEvent::Pong(p) => return self.conn.handle_pong(now, epoch, &p),
-            ev @ (TransportEvent::Closed { .. } | TransportEvent::Failed { .. }) => {
-                self.direct = false;
-                return self.rest.push(ev);
-            }
-        };
-        if self.conn.handle_message(now, epoch, message.as_bytes()) == Delivery::Deliver {
-            self.events.push_back(ClientEvent::Message {
-                id: self.id,
-                message,
-            });
-        }
-    }
-}
+/// The per-client machine the driver uses: 64 channels of ≤ 96 bytes, 64
+/// requests in flight; the session is boxed and created only when used.
+pub(crate) type DriverClient = Client<Proto, 64, 96, 64>;
 
-/// The session type the driver uses: 64 channels of ≤ 96 bytes, 64 requests in flight.
-pub(crate) type DriverSession = Session<64, 96, 64>;
+/// A session message the transport refused (write queue full) is tried
+/// again after this.
+const TRANSMIT_RETRY: Duration = Duration::from_millis(20);
 
 /// Shared loop state a slot needs while it runs.
 pub(crate) struct Ctx<'a> {
@@ -68,7 +39,9 @@ pub(crate) struct Ctx<'a> {
     pub resolver: &'a mut Option<Resolver>,
     pub waker: &'a Arc<mio::Waker>,
     pub events: &'a mut VecDeque<ClientEvent>,
-    pub scratch: &'a mut Vec<TransportEvent>,
+    /// Scratch for rendering session messages (never logged: it may hold
+    /// credentials).
+    pub text: &'a mut String,
 }
 
 pub(crate) struct Slot {
@@ -77,9 +50,7 @@ pub(crate) struct Slot {
     pub target: Target,
     pub config: Arc<ClientConfig>,
     pub tcfg: Arc<TransportConfig>,
-    pub conn: Connection,
-    /// Boxed and created only when the session layer is used: idle clients stay small.
-    pub session: Option<Box<DriverSession>>,
+    pub client: DriverClient,
     pub transport: Option<Transport>,
     /// Epoch waiting for a DNS answer.
     pub resolving: Option<Epoch>,
@@ -89,334 +60,80 @@ pub(crate) struct Slot {
     pub detail: String,
     /// The user asked for a stop: never restart.
     pub stopping: bool,
+    /// The incarnation ended while events were drained inside a read.
+    exit: Option<ExitReason>,
 }
 
-impl Slot {
-    pub(crate) fn new(
-        id: ClientId,
-        key: usize,
-        target: Target,
-        config: Arc<ClientConfig>,
-        tcfg: Arc<TransportConfig>,
-    ) -> Slot {
-        // Each client its own jitter seed, so a server restart doesn't get a
-        // thundering herd of reconnects at the same instant.
-        let mut cc = config.connection;
-        cc.seed ^= id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let conn = Connection::new(cc);
-        let session = if config.hooks.is_some() || !config.subscriptions.is_empty() {
-            let mut s: Box<DriverSession> = Box::new(Session::new(config.session));
-            for c in &config.subscriptions {
-                if let Err(e) = s.subscribe(c) {
-                    log::warn!("{id}: subscription {c:?} not tracked: {e:?}");
-                }
-            }
-            Some(s)
-        } else {
-            None
-        };
-        Slot {
-            id,
-            token: key,
-            target,
-            config,
-            tcfg,
-            conn,
-            session,
-            transport: None,
-            resolving: None,
-            deadline: None,
-            detail: String::new(),
-            stopping: false,
-        }
+/// Feeds what the transport decodes straight into the machine: the only
+/// inbound path. Data messages go to the event queue in order with the
+/// lifecycle events before them.
+struct Sink<'a> {
+    slot: Core<'a>,
+    now: Instant,
+    epoch: Epoch,
+    events: &'a mut VecDeque<ClientEvent>,
+    /// The connection's end (closed or failed), handled after the read.
+    end: Option<TransportEvent>,
+}
+
+/// The parts of a slot that turn the machine's events into client events,
+/// borrowed apart from the transport.
+struct Core<'a> {
+    id: ClientId,
+    client: &'a mut DriverClient,
+    detail: &'a mut String,
+    exit: &'a mut Option<ExitReason>,
+}
+
+impl EventSink for Sink<'_> {
+    fn ping(&mut self, payload: &[u8]) -> bool {
+        self.slot.client.handle_ping(self.now, self.epoch, payload)
     }
 
-    pub(crate) fn session_mut(&mut self) -> &mut DriverSession {
-        let cfg = self.config.session;
-        self.session
-            .get_or_insert_with(|| Box::new(Session::new(cfg)))
-    }
-
-    fn token(&self) -> Token {
-        Token(self.token)
-    }
-
-    fn drop_transport(&mut self, ctx: &mut Ctx<'_>) {
-        if let Some(mut t) = self.transport.take() {
-            t.abort(ctx.registry);
-        }
-    }
-
-    /// Start the socket for `epoch` at `addr`.
-    pub(crate) fn connect_to(
-        &mut self,
-        now: Instant,
-        epoch: Epoch,
-        addr: SocketAddr,
-        ctx: &mut Ctx<'_>,
-    ) {
-        self.drop_transport(ctx);
-        match Transport::connect(ctx.registry, self.token(), &self.target, addr, &self.tcfg) {
-            Ok(t) => self.transport = Some(t),
-            Err((e, detail)) => {
-                self.detail = detail;
-                self.conn.handle_error(now, epoch, e);
-            }
-        }
-    }
-
-    /// A DNS answer arrived.
-    pub(crate) fn on_resolved(
-        &mut self,
-        now: Instant,
-        result: Result<Vec<SocketAddr>, Reason>,
-        ctx: &mut Ctx<'_>,
-    ) {
-        let Some(epoch) = self.resolving.take() else {
-            return;
-        };
-        if epoch != self.conn.epoch() {
-            return;
-        }
-        match result.ok().and_then(|a| a.into_iter().next()) {
-            Some(addr) => self.connect_to(now, epoch, addr, ctx),
-            None => {
-                self.detail = format!("could not resolve {}", self.target.host);
-                self.conn.handle_error(now, epoch, Reason::Dns);
-            }
-        }
-    }
-
-    fn exec(&mut self, now: Instant, action: Action, ctx: &mut Ctx<'_>) {
-        match action {
-            Action::Connect { epoch } => {
-                self.detail.clear();
-                match resolve_inline(&self.target.host, self.target.port) {
-                    Some(addrs) if !addrs.is_empty() => self.connect_to(now, epoch, addrs[0], ctx),
-                    _ => {
-                        self.drop_transport(ctx);
-                        self.resolving = Some(epoch);
-                        let waker = ctx.waker.clone();
-                        ctx.resolver
-                            .get_or_insert_with(|| Resolver::new(waker))
-                            .resolve(self.token, self.target.host.clone(), self.target.port);
-                    }
-                }
-            }
-            Action::Send { epoch, frame } if epoch == self.conn.epoch() => {
-                let enc = frame.encode();
-                if let Some(t) = self.transport.as_mut() {
-                    if let Err(e) = t.send_core_frame(ctx.registry, enc.kind, &enc.bytes) {
-                        log::debug!("{}: core frame not sent: {e:?}", self.id);
-                    }
-                }
-            }
-            Action::Close { epoch, code } if epoch == self.conn.epoch() => {
-                if let Some(t) = self.transport.as_mut() {
-                    t.close(ctx.registry, code, "");
-                }
-            }
-            Action::Abort { epoch, .. } if epoch == self.conn.epoch() => self.drop_transport(ctx),
-            _ => {}
-        }
-    }
-
-    /// Readiness on this slot's token.
-    pub(crate) fn on_ready(
-        &mut self,
-        now: Instant,
-        readable: bool,
-        writable: bool,
-        ctx: &mut Ctx<'_>,
-    ) {
-        let Some(t) = self.transport.as_mut() else {
-            return;
-        };
-        ctx.scratch.clear();
-        let epoch = self.conn.epoch();
-        // Without a session, what the transport decodes goes straight to the
-        // core and the event queue; the end of the connection (and, with a
-        // session, everything: its events may drop the transport) comes
-        // back through `scratch`.
-        let mut sink = Direct {
-            direct: self.session.is_none(),
-            conn: &mut self.conn,
-            id: self.id,
-            now,
-            epoch,
-            events: ctx.events,
-            rest: ctx.scratch,
-        };
-        t.handle_event_into(ctx.registry, readable, writable, &mut sink);
-        if ctx.scratch.is_empty() {
-            return;
-        }
-        let mut events = std::mem::take(ctx.scratch);
-        for ev in events.drain(..) {
-            match ev {
-                TransportEvent::Open => self.conn.handle_open(now, epoch),
-                TransportEvent::Text(t) => self.deliver(now, epoch, Message::Text(t), ctx),
-                TransportEvent::Binary(b) => self.deliver(now, epoch, Message::Binary(b), ctx),
-                TransportEvent::Ping(p) => {
-                    // The transport queues the pong itself; the core only notes it.
-                    self.conn.handle_ping(now, epoch, &p);
-                }
-                TransportEvent::Pong(p) => self.conn.handle_pong(now, epoch, &p),
-                TransportEvent::Closed { code, reason } => {
-                    self.detail = reason;
-                    self.drop_transport(ctx);
-                    self.conn.handle_closed(now, epoch, code);
-                }
-                TransportEvent::Failed { error, detail } => {
-                    self.detail = detail;
-                    self.drop_transport(ctx);
-                    self.conn.handle_error(now, epoch, error);
-                }
-            }
-        }
-        *ctx.scratch = events;
-    }
-
-    fn deliver(&mut self, now: Instant, epoch: Epoch, message: Message, ctx: &mut Ctx<'_>) {
-        if self.conn.handle_message(now, epoch, message.as_bytes()) != Delivery::Deliver {
-            return;
-        }
-        if let Some(s) = self.session.as_mut() {
-            s.on_message(now, message.as_bytes());
-        }
-        ctx.events.push_back(ClientEvent::Message {
-            id: self.id,
-            message,
-        });
-        // Drain at once: one read can carry more responses than the
-        // session's event queue holds (RequestResolved would be dropped).
-        self.session_events(now, ctx);
-    }
-
-    fn send_step(&mut self, now: Instant, step: Step, ctx: &mut Ctx<'_>) {
-        let Some(hooks) = self.config.hooks.clone() else {
-            return;
-        };
-        let (text, epoch) = match &step {
-            Step::Authenticate { epoch, id } => match hooks.authenticate(*id) {
-                Some(t) => (t, *epoch),
-                None => {
-                    self.session_mut().skip_authentication(now);
-                    return;
-                }
-            },
-            Step::Subscribe { epoch, id, range } => {
-                let s = self.session.as_ref().expect("steps come from the session");
-                let chans: Vec<&str> = range.clone().filter_map(|i| s.channel(i)).collect();
-                (hooks.subscribe(*id, &chans), *epoch)
-            }
-        };
-        if epoch != self.conn.epoch() {
-            return;
-        }
-        // Session messages pass the same admission as user sends (the server
-        // charges them too); a refused step comes back later, never lost.
-        let pending = self
-            .transport
-            .as_ref()
-            .map_or(0, |t| t.pending_write_bytes());
-        let retry_at = match self.conn.handle_send(now, text.as_bytes(), pending) {
-            Ok(()) => match self
-                .transport
-                .as_mut()
-                .map(|t| t.send(ctx.registry, tungstenite::Message::text(text)))
-            {
-                Some(Ok(())) | None => return,
-                Some(Err(e)) => {
-                    log::debug!("{}: session step deferred: {e:?}", self.id);
-                    now + std::time::Duration::from_millis(20)
-                }
-            },
-            Err(zenws_core::SendError::RateLimited { retry_after }) => now + retry_after,
-            Err(zenws_core::SendError::QueueFull) => now + std::time::Duration::from_millis(20),
-            Err(e) => {
-                log::warn!("{}: session step not sent: {e}", self.id);
+    fn event(&mut self, ev: TransportEvent) {
+        let (now, epoch) = (self.now, self.epoch);
+        let client = &mut *self.slot.client;
+        let message = match ev {
+            TransportEvent::Text(t) => Message::Text(t),
+            TransportEvent::Binary(b) => Message::Binary(b),
+            TransportEvent::Open => return client.handle_open(now, epoch),
+            // Answered (or not) through `ping` above.
+            TransportEvent::Ping(_) => return,
+            TransportEvent::Pong(p) => return client.handle_pong(now, epoch, &p),
+            ev @ (TransportEvent::Closed { .. } | TransportEvent::Failed { .. }) => {
+                self.end = Some(ev);
                 return;
             }
         };
-        if let Some(s) = self.session.as_mut() {
-            s.step_failed(&step, retry_at);
+        if client.handle_message(now, epoch, message.as_bytes()) == Delivery::Deliver {
+            // Lifecycle (Opened) and session events this read caused come first.
+            self.slot.emit(self.events);
+            self.events.push_back(ClientEvent::Message {
+                id: self.slot.id,
+                message,
+            });
         }
     }
+}
 
-    /// Turn the session's events into client events (acting on auth
-    /// failures). Returns whether there were any.
-    fn session_events(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> bool {
+impl Core<'_> {
+    /// Turn the machine's events into client events. Returns whether there
+    /// were any.
+    fn emit(&mut self, events: &mut VecDeque<ClientEvent>) -> bool {
         let id = self.id;
         let mut any = false;
-        while let Some(e) = self.session.as_mut().and_then(|s| s.poll_event()) {
+        while let Some(e) = self.client.poll_event() {
             any = true;
+            let detail = || self.detail.clone();
             let out = match e {
-                SessionEvent::Authenticated { .. } => ClientEvent::Authenticated { id },
-                SessionEvent::AuthRejected { epoch } => {
-                    self.detail = "authentication rejected".into();
-                    self.drop_transport(ctx);
-                    self.conn.handle_error(now, epoch, Reason::AuthRejected);
-                    continue;
-                }
-                SessionEvent::AuthTimedOut { epoch } => {
-                    // No answer is not a rejection: reconnect (transient).
-                    self.detail = "authentication timed out".into();
-                    self.drop_transport(ctx);
-                    self.conn.handle_error(now, epoch, Reason::ConnectTimeout);
-                    continue;
-                }
-                SessionEvent::Restored { channels, .. } => ClientEvent::Restored { id, channels },
-                SessionEvent::RequestResolved { id: r } => {
-                    ClientEvent::RequestResolved { id, request: r }
-                }
-                SessionEvent::RequestTimedOut { id: r } => {
-                    ClientEvent::RequestTimedOut { id, request: r }
-                }
-                SessionEvent::RequestFailed { id: r } => {
-                    ClientEvent::RequestFailed { id, request: r }
-                }
-            };
-            ctx.events.push_back(out);
-        }
-        any
-    }
-
-    /// Run the cores until quiet. Returns the exit reason if this
-    /// incarnation ended.
-    pub(crate) fn drive(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Option<ExitReason> {
-        let id = self.id;
-        let mut exit = None;
-        loop {
-            let mut busy = false;
-            if let Some(s) = self.session.as_mut() {
-                s.handle_timeout(now);
-            }
-            while let Some(a) = self.conn.poll_action() {
-                busy = true;
-                self.exec(now, a, ctx);
-            }
-            while let Some(e) = self.conn.poll_event() {
-                busy = true;
-                let detail = || self.detail.clone();
-                let out = match e {
+                CoreEvent::Connection(e) => match e {
                     Event::Connecting { .. } => None,
-                    Event::Opened { epoch } => {
-                        if let Some(s) = self.session.as_mut() {
-                            s.on_open(now, epoch);
-                        }
-                        Some(ClientEvent::Opened { id })
-                    }
-                    Event::Disconnected { reason, .. } => {
-                        if let Some(s) = self.session.as_mut() {
-                            s.on_disconnect();
-                        }
-                        Some(ClientEvent::Disconnected {
-                            id,
-                            reason,
-                            detail: detail(),
-                        })
-                    }
+                    Event::Opened { .. } => Some(ClientEvent::Opened { id }),
+                    Event::Disconnected { reason, .. } => Some(ClientEvent::Disconnected {
+                        id,
+                        reason,
+                        detail: detail(),
+                    }),
                     Event::Reconnecting {
                         attempt,
                         delay,
@@ -432,35 +149,319 @@ impl Slot {
                         Some(ClientEvent::HeartbeatMissed { id, consecutive })
                     }
                     Event::HeartbeatFailed => Some(ClientEvent::HeartbeatFailed { id }),
+                    Event::HeartbeatSetupFailed { code } => {
+                        Some(ClientEvent::HeartbeatSetupFailed { id, code })
+                    }
                     Event::Exited(reason) => {
-                        if let Some(s) = self.session.as_mut() {
-                            s.on_disconnect();
-                        }
-                        self.drop_transport(ctx);
-                        exit = Some(reason);
+                        *self.exit = Some(reason);
                         None
                     }
-                };
-                ctx.events.extend(out);
+                },
+                CoreEvent::Session(e) => self.session_event(e),
+            };
+            events.extend(out);
+        }
+        any
+    }
+
+    fn session_event(&mut self, e: SessionEvent) -> Option<ClientEvent> {
+        let id = self.id;
+        let channel = |i: usize| -> String {
+            self.client
+                .session()
+                .and_then(|s| s.channel(i))
+                .unwrap_or_default()
+                .to_string()
+        };
+        Some(match e {
+            SessionEvent::Authenticated {
+                refresh,
+                expires_in,
+                ..
+            } => ClientEvent::Authenticated {
+                id,
+                refresh,
+                expires_in,
+            },
+            SessionEvent::TokenRefreshed { expires_in, .. } => {
+                ClientEvent::TokenRefreshed { id, expires_in }
             }
-            if self.session.is_some() && self.conn.is_open() {
-                while let Some(step) = self.session.as_mut().and_then(|s| s.poll_step(now)) {
-                    busy = true;
-                    self.send_step(now, step, ctx);
+            SessionEvent::AuthRejected { code, .. } => {
+                *self.detail = match code {
+                    Some(c) => format!("authentication rejected (error {c})"),
+                    None => "authentication rejected".into(),
+                };
+                return None; // the machine fails the client: `Failed` follows
+            }
+            SessionEvent::AuthRetrying { code, delay, .. } => {
+                ClientEvent::AuthRetrying { id, code, delay }
+            }
+            SessionEvent::AuthTimedOut { .. } => {
+                *self.detail = "authentication timed out".into();
+                return None; // the machine reconnects: `Reconnecting` follows
+            }
+            SessionEvent::RateLimited { code } => ClientEvent::RateLimited { id, code },
+            SessionEvent::AfterAuth { step, error, .. } => {
+                ClientEvent::AfterAuth { id, step, error }
+            }
+            SessionEvent::SubscriptionRejected { index, reason, .. } => {
+                ClientEvent::SubscriptionRejected {
+                    id,
+                    channel: channel(index),
+                    reason,
                 }
             }
-            if self.session.is_some() {
-                busy |= self.session_events(now, ctx);
+            SessionEvent::Restored { rejected, .. } => ClientEvent::Restored {
+                id,
+                granted: self
+                    .client
+                    .session()
+                    .map(|s| s.granted().map(str::to_string).collect())
+                    .unwrap_or_default(),
+                rejected,
+            },
+            SessionEvent::RequestResolved { id: r } => {
+                ClientEvent::RequestResolved { id, request: r }
             }
-            if !busy {
-                return exit;
+            SessionEvent::RequestError { id: r, error } => ClientEvent::RequestError {
+                id,
+                request: r,
+                code: error.code,
+                message: error.message.as_str().to_string(),
+            },
+            SessionEvent::RequestTimedOut { id: r } => {
+                ClientEvent::RequestTimedOut { id, request: r }
+            }
+            SessionEvent::RequestFailed { id: r } => ClientEvent::RequestFailed { id, request: r },
+        })
+    }
+}
+
+impl Slot {
+    pub(crate) fn new(
+        id: ClientId,
+        key: usize,
+        target: Target,
+        config: Arc<ClientConfig>,
+        tcfg: Arc<TransportConfig>,
+    ) -> Slot {
+        // Each client its own jitter seed, so a server restart doesn't get a
+        // thundering herd of reconnects at the same instant.
+        let mut cc = config.connection;
+        cc.seed ^= id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut client = Client::new(cc, config.session, config.protocol.clone());
+        for c in &config.subscriptions {
+            if let Err(e) = client.subscribe(c) {
+                log::warn!("{id}: subscription {c:?} not tracked: {e:?}");
+            }
+        }
+        Slot {
+            id,
+            token: key,
+            target,
+            config,
+            tcfg,
+            client,
+            transport: None,
+            resolving: None,
+            deadline: None,
+            detail: String::new(),
+            stopping: false,
+            exit: None,
+        }
+    }
+
+    fn token(&self) -> Token {
+        Token(self.token)
+    }
+
+    fn drop_transport(&mut self, registry: &Registry) {
+        if let Some(mut t) = self.transport.take() {
+            t.abort(registry);
+        }
+    }
+
+    /// Start the socket for `epoch` at `addr`.
+    pub(crate) fn connect_to(
+        &mut self,
+        now: Instant,
+        epoch: Epoch,
+        addr: SocketAddr,
+        ctx: &mut Ctx<'_>,
+    ) {
+        self.drop_transport(ctx.registry);
+        match Transport::connect(ctx.registry, self.token(), &self.target, addr, &self.tcfg) {
+            Ok(t) => self.transport = Some(t),
+            Err((e, detail)) => {
+                self.detail = detail;
+                self.client.handle_error(now, epoch, e);
             }
         }
     }
 
-    /// The earliest deadline of this slot's cores.
+    /// A DNS answer arrived.
+    pub(crate) fn on_resolved(
+        &mut self,
+        now: Instant,
+        result: Result<Vec<SocketAddr>, Reason>,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let Some(epoch) = self.resolving.take() else {
+            return;
+        };
+        if epoch != self.client.epoch() {
+            return;
+        }
+        match result.ok().and_then(|a| a.into_iter().next()) {
+            Some(addr) => self.connect_to(now, epoch, addr, ctx),
+            None => {
+                self.detail = format!("could not resolve {}", self.target.host);
+                self.client.handle_error(now, epoch, Reason::Dns);
+            }
+        }
+    }
+
+    fn exec(&mut self, now: Instant, action: Action, ctx: &mut Ctx<'_>) {
+        match action {
+            Action::Connect { epoch } => {
+                self.detail.clear();
+                match resolve_inline(&self.target.host, self.target.port) {
+                    Some(addrs) if !addrs.is_empty() => self.connect_to(now, epoch, addrs[0], ctx),
+                    _ => {
+                        self.drop_transport(ctx.registry);
+                        self.resolving = Some(epoch);
+                        let waker = ctx.waker.clone();
+                        ctx.resolver
+                            .get_or_insert_with(|| Resolver::new(waker))
+                            .resolve(self.token, self.target.host.clone(), self.target.port);
+                    }
+                }
+            }
+            Action::Send { epoch, frame } if epoch == self.client.epoch() => {
+                let enc = frame.encode();
+                if let Some(t) = self.transport.as_mut() {
+                    if let Err(e) = t.send_core_frame(ctx.registry, enc.kind, &enc.bytes) {
+                        log::debug!("{}: core frame not sent: {e:?}", self.id);
+                    }
+                }
+            }
+            Action::Close { epoch, code } if epoch == self.client.epoch() => {
+                if let Some(t) = self.transport.as_mut() {
+                    t.close(ctx.registry, code, "");
+                }
+            }
+            Action::Abort { epoch, .. } if epoch == self.client.epoch() => {
+                self.drop_transport(ctx.registry)
+            }
+            _ => {}
+        }
+    }
+
+    /// Readiness on this slot's token.
+    pub(crate) fn on_ready(
+        &mut self,
+        now: Instant,
+        readable: bool,
+        writable: bool,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let epoch = self.client.epoch();
+        let Slot {
+            id,
+            client,
+            transport,
+            detail,
+            exit,
+            ..
+        } = self;
+        let Some(t) = transport.as_mut() else {
+            return;
+        };
+        let mut sink = Sink {
+            slot: Core {
+                id: *id,
+                client,
+                detail,
+                exit,
+            },
+            now,
+            epoch,
+            events: ctx.events,
+            end: None,
+        };
+        t.handle_event_into(ctx.registry, readable, writable, &mut sink);
+        match sink.end.take() {
+            Some(TransportEvent::Closed { code, reason }) => {
+                self.detail = reason;
+                self.drop_transport(ctx.registry);
+                self.client.handle_closed(now, epoch, code);
+            }
+            Some(TransportEvent::Failed { error, detail }) => {
+                self.detail = detail;
+                self.drop_transport(ctx.registry);
+                self.client.handle_error(now, epoch, error);
+            }
+            _ => {}
+        }
+    }
+
+    fn core(&mut self) -> Core<'_> {
+        Core {
+            id: self.id,
+            client: &mut self.client,
+            detail: &mut self.detail,
+            exit: &mut self.exit,
+        }
+    }
+
+    /// Run the machine until quiet. Returns the exit reason if this
+    /// incarnation ended.
+    pub(crate) fn drive(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Option<ExitReason> {
+        loop {
+            let mut busy = false;
+            while let Some(a) = self.client.poll_action() {
+                busy = true;
+                self.exec(now, a, ctx);
+            }
+            busy |= self.transmit(now, ctx);
+            busy |= self.core().emit(ctx.events);
+            if self.exit.is_some() {
+                self.drop_transport(ctx.registry);
+            }
+            if !busy {
+                return self.exit.take();
+            }
+        }
+    }
+
+    /// Write the session's due messages. Returns whether there were any.
+    fn transmit(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> bool {
+        let mut any = false;
+        loop {
+            let Some(t) = self.transport.as_mut() else {
+                return any;
+            };
+            ctx.text.clear();
+            let pending = t.pending_write_bytes();
+            let Some(tx) = self.client.poll_transmit(now, pending, ctx.text) else {
+                ctx.text.clear();
+                return any;
+            };
+            any = true;
+            log::debug!("{}: session {:?}", self.id, tx.kind);
+            if let Err(e) = t.send_core_frame(ctx.registry, FrameKind::Text, ctx.text.as_bytes()) {
+                log::debug!("{}: session message deferred: {e:?}", self.id);
+                self.client.transmit_failed(&tx, now + TRANSMIT_RETRY);
+                ctx.text.clear();
+                return any;
+            }
+            ctx.text.clear();
+        }
+    }
+
+    /// The earliest deadline of this slot's machine.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let s = self.session.as_ref().and_then(|s| s.poll_timeout());
-        zenws_core::time::earliest(self.conn.poll_timeout(), s)
+        self.client.poll_timeout()
     }
 }
+

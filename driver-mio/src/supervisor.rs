@@ -15,7 +15,7 @@ use crate::resolve::Resolver;
 use crate::slot::{Ctx, Slot};
 use crate::timers::Timers;
 use crate::tls::{client_config, TlsRoots};
-use crate::transport::{SendFailure, TransportConfig, TransportEvent};
+use crate::transport::{SendFailure, TransportConfig};
 use crate::url::Target;
 use mio::{Events, Poll, Registry, Token, Waker};
 use slab::Slab;
@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
+use zenws_core::requests::TrackError;
 use zenws_core::supervisor::{Decision, Supervisor, SupervisorConfig};
 use zenws_core::{ExitReason, Health, Instant, Metrics, SendError, State};
 
@@ -38,7 +39,7 @@ macro_rules! ctx {
             resolver: &mut $s.resolver,
             waker: &$s.waker,
             events: &mut $s.events,
-            scratch: &mut $s.scratch,
+            text: &mut $s.text,
         }
     };
 }
@@ -107,7 +108,8 @@ pub struct ClientSupervisor {
     timers: Timers,
     resolver: Option<Resolver>,
     events: VecDeque<ClientEvent>,
-    scratch: Vec<TransportEvent>,
+    /// Scratch for rendering session messages.
+    text: String,
     commands: mpsc::Receiver<Command>,
     command_tx: mpsc::Sender<Command>,
     webpki: Option<Arc<rustls::ClientConfig>>,
@@ -188,7 +190,7 @@ impl ClientSupervisor {
             timers: Timers::default(),
             resolver: None,
             events: VecDeque::new(),
-            scratch: Vec::new(),
+            text: String::new(),
             commands,
             command_tx,
             webpki: None,
@@ -301,7 +303,7 @@ impl ClientSupervisor {
         self.ids.insert(id, key);
         let now = self.clock.now();
         self.last_now = now;
-        slot.conn.connect(now);
+        slot.client.connect(now);
         log::debug!("{id}: started, url {}", slot.target);
         self.drive(key, now);
         Ok(())
@@ -322,7 +324,7 @@ impl ClientSupervisor {
         let now = self.read_clock();
         let slot = &mut self.slots[key];
         slot.stopping = true;
-        slot.conn.close(now);
+        slot.client.close(now);
         self.drive(key, now);
         Ok(())
     }
@@ -336,18 +338,18 @@ impl ClientSupervisor {
 
     /// Heartbeat health of a client.
     pub fn health(&self, id: ClientId) -> Option<Health> {
-        Some(self.slots[*self.ids.get(&id)?].conn.health())
+        Some(self.slots[*self.ids.get(&id)?].client.health())
     }
 
     /// Counters of a client (messages in/out, reconnects, restarts); RTT
     /// percentiles are in [`ClientSupervisor::health`].
     pub fn metrics(&self, id: ClientId) -> Option<Metrics> {
-        Some(self.slots[*self.ids.get(&id)?].conn.metrics())
+        Some(self.slots[*self.ids.get(&id)?].client.metrics())
     }
 
     /// Lifecycle state of a client.
     pub fn state(&self, id: ClientId) -> Option<State> {
-        Some(self.slots[*self.ids.get(&id)?].conn.state())
+        Some(self.slots[*self.ids.get(&id)?].client.state())
     }
 
     /// Send a text message. Refused with a typed error (nothing queued)
@@ -393,7 +395,7 @@ impl ClientSupervisor {
             tungstenite::Message::Binary(b) => b,
             _ => &[],
         };
-        slot.conn.handle_send(now, payload, pending)?;
+        slot.client.handle_send(now, payload, pending)?;
         let t = slot
             .transport
             .as_mut()
@@ -428,43 +430,55 @@ impl ClientSupervisor {
         let key = self.key_of(id)?;
         let now = self.read_clock();
         self.slots[key]
-            .session_mut()
+            .client
             .track_request(now, rid)
             .map_err(|e| {
                 Error::Request(match e {
-                    zenws_core::requests::TrackError::DuplicateId => "duplicate id in flight",
-                    zenws_core::requests::TrackError::Full => "too many requests in flight",
+                    TrackError::DuplicateId => "duplicate id in flight",
+                    TrackError::Full => "too many requests in flight",
+                    TrackError::Reserved => {
+                        "request id in the reserved range (>= 9,000,000,000,000): use next_request_id"
+                    }
                 })
             })?;
         if let Err(e) = self.send_text(id, text) {
-            self.slots[key].session_mut().untrack_request(rid);
+            self.slots[key].client.untrack_request(rid);
             return Err(e);
         }
         self.reschedule(key);
         Ok(rid)
     }
 
-    /// A fresh JSON-RPC id for this client's requests.
+    /// A fresh JSON-RPC id for this client's requests (never in the range
+    /// the session and the heartbeat use for their own).
     pub fn next_request_id(&mut self, id: ClientId) -> Result<u64, Error> {
         let key = self.key_of(id)?;
-        Ok(self.slots[key].session_mut().next_id())
+        Ok(self.slots[key].client.next_request_id())
     }
 
-    /// Track `channel` for this client: restored after every (re)connect
-    /// and restart. If the client is open and has session hooks, the
-    /// subscribe request is sent now as well.
+    /// Track `channel` for this client: subscribed after every (re)connect
+    /// and restart, confirmed from the server's answer
+    /// ([`ClientEvent::Restored`] / [`ClientEvent::SubscriptionRejected`]).
+    /// If the client is open, the subscribe request goes out now.
     pub fn subscribe(&mut self, id: ClientId, channel: &str) -> Result<(), Error> {
         let key = self.key_of(id)?;
-        let slot = &mut self.slots[key];
-        slot.session_mut()
+        self.slots[key]
+            .client
             .subscribe(channel)
             .map_err(|_| Error::Request("subscription set full or channel name too long"))?;
-        if let (true, Some(hooks)) = (slot.conn.is_open(), slot.config.hooks.clone()) {
-            let rid = slot.session_mut().next_id();
-            let text = hooks.subscribe(rid, &[channel]);
-            self.send_text(id, text)?;
-        }
+        let now = self.read_clock();
+        self.drive(key, now);
         Ok(())
+    }
+
+    /// Stop tracking `channel`; if it is subscribed on the open socket, the
+    /// unsubscribe request goes out now. `false` if it was not tracked.
+    pub fn unsubscribe(&mut self, id: ClientId, channel: &str) -> Result<bool, Error> {
+        let key = self.key_of(id)?;
+        let removed = self.slots[key].client.unsubscribe(channel);
+        let now = self.read_clock();
+        self.drive(key, now);
+        Ok(removed)
     }
 
     /// Next event, if any.
@@ -559,10 +573,7 @@ impl ClientSupervisor {
                 continue; // stale entry
             }
             slot.deadline = None;
-            slot.conn.handle_timeout(now);
-            if let Some(s) = slot.session.as_mut() {
-                s.handle_timeout(now);
-            }
+            slot.client.handle_timeout(now);
             self.drive(key, now);
         }
         let slots = &self.slots;
@@ -707,10 +718,10 @@ impl ClientSupervisor {
             Decision::Restart { at } => {
                 let slot = &mut self.slots[key];
                 log::info!("{}: restarting after {reason}", slot.id);
-                slot.conn.restart(now, at);
+                slot.client.restart(now, at);
                 self.events.push_back(ClientEvent::Restarted {
                     id: slot.id,
-                    restarts: slot.conn.metrics().restarts,
+                    restarts: slot.client.metrics().restarts,
                     reason,
                 });
                 self.drive(key, now);
@@ -725,7 +736,7 @@ impl ClientSupervisor {
                 for k in keys {
                     let slot = &mut self.slots[k];
                     slot.stopping = true;
-                    slot.conn.close(now);
+                    slot.client.close(now);
                     self.drive(k, now);
                 }
             }

@@ -127,7 +127,7 @@ pub enum TransportEvent {
     Text(Utf8Bytes),
     /// A binary message.
     Binary(Bytes),
-    /// A ping (the pong is already queued automatically).
+    /// A ping (answered with a pong if the sink's `ping` said so).
     Ping(Bytes),
     /// A pong.
     Pong(Bytes),
@@ -154,6 +154,13 @@ pub enum TransportEvent {
 pub(crate) trait EventSink {
     /// The next event.
     fn event(&mut self, ev: TransportEvent);
+    /// A ping arrived (its [`TransportEvent::Ping`] follows): answer it
+    /// with a pong carrying the same payload? The per-client machine
+    /// decides (`Client::handle_ping`); a bare sink always answers.
+    fn ping(&mut self, payload: &[u8]) -> bool {
+        let _ = payload;
+        true
+    }
 }
 
 impl EventSink for Vec<TransportEvent> {

@@ -44,6 +44,9 @@
 //! assert_eq!(out, r#"{"id":7,"op":"subscribe","args":["trades.BTC"]}"#);
 //! ```
 
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
 pub mod binance;
 pub mod deribit;
 
@@ -201,29 +204,38 @@ impl Protocol for NoProtocol {
     }
 }
 
-impl<P: Protocol + ?Sized> Protocol for &P {
-    fn render(&self, id: u64, r: &Request<'_>, out: &mut dyn fmt::Write) -> fmt::Result {
-        (**self).render(id, r, out)
-    }
-    fn authenticates(&self) -> bool {
-        (**self).authenticates()
-    }
-    fn after_auth_steps(&self) -> u8 {
-        (**self).after_auth_steps()
-    }
-    fn auth_answer<'a>(&self, result: &'a [u8]) -> AuthAnswer<'a> {
-        (**self).auth_answer(result)
-    }
-    fn granted(&self, answer: &JsonRpcView<'_>, channel: &str) -> bool {
-        (**self).granted(answer, channel)
-    }
-    fn classify(&self, code: i64) -> ErrorClass {
-        (**self).classify(code)
-    }
-    fn channel_kind(&self, channel: &str) -> ChannelKind {
-        (**self).channel_kind(channel)
-    }
+/// Delegates every method to `**self`.
+macro_rules! delegate {
+    ($($ty:ty),*) => {$(
+        impl<P: Protocol + ?Sized> Protocol for $ty {
+            fn render(&self, id: u64, r: &Request<'_>, out: &mut dyn fmt::Write) -> fmt::Result {
+                (**self).render(id, r, out)
+            }
+            fn authenticates(&self) -> bool {
+                (**self).authenticates()
+            }
+            fn after_auth_steps(&self) -> u8 {
+                (**self).after_auth_steps()
+            }
+            fn auth_answer<'a>(&self, result: &'a [u8]) -> AuthAnswer<'a> {
+                (**self).auth_answer(result)
+            }
+            fn granted(&self, answer: &JsonRpcView<'_>, channel: &str) -> bool {
+                (**self).granted(answer, channel)
+            }
+            fn classify(&self, code: i64) -> ErrorClass {
+                (**self).classify(code)
+            }
+            fn channel_kind(&self, channel: &str) -> ChannelKind {
+                (**self).channel_kind(channel)
+            }
+        }
+    )*};
 }
+
+delegate!(&P);
+#[cfg(feature = "alloc")]
+delegate!(alloc::boxed::Box<P>, alloc::sync::Arc<P>);
 
 /// An optional protocol: `None` behaves as [`NoProtocol`].
 impl<P: Protocol> Protocol for Option<P> {
@@ -243,7 +255,7 @@ impl<P: Protocol> Protocol for Option<P> {
         self.as_ref().map(|p| p.auth_answer(result)).unwrap_or_default()
     }
     fn granted(&self, answer: &JsonRpcView<'_>, channel: &str) -> bool {
-        self.as_ref().is_none_or(|p| p.granted(answer, channel))
+        self.as_ref().map_or(true, |p| p.granted(answer, channel))
     }
     fn classify(&self, code: i64) -> ErrorClass {
         self.as_ref().map_or(ErrorClass::Fatal, |p| p.classify(code))

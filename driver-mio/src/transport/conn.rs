@@ -223,8 +223,9 @@ impl Conn {
                     out.event(TransportEvent::Binary(b.into_bytes()));
                 }
                 Frame::Ping(p) => {
-                    // No pong once we sent our close frame (as tungstenite).
-                    if self.ws == WsState::Active {
+                    // No pong once we sent our close frame (as tungstenite),
+                    // and only if the client's machine says so.
+                    if self.ws == WsState::Active && out.ping(p.as_slice()) {
                         self.send_frame(codec::OP_PONG, true, p.as_slice())
                             .map_err(WsError::Io)?;
                         *wrote = true;

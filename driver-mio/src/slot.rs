@@ -5,12 +5,12 @@
 use crate::config::ClientConfig;
 use crate::error::ClientId;
 use crate::event::{ClientEvent, Message};
-use crate::resolve::{resolve_inline, Resolver};
+use crate::dial::Dial;
+use crate::resolve::Resolver;
 use crate::transport::{EventSink, Transport, TransportConfig, TransportEvent};
 use crate::url::Target;
-use mio::{Registry, Token};
+use mio::Registry;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use zenws_core::session::{Session, SessionEvent, Step};
 use zenws_core::{
@@ -81,8 +81,8 @@ pub(crate) struct Slot {
     /// Boxed and created only when the session layer is used: idle clients stay small.
     pub session: Option<Box<DriverSession>>,
     pub transport: Option<Transport>,
-    /// Epoch waiting for a DNS answer.
-    pub resolving: Option<Epoch>,
+    /// DNS lookup and addresses of the current attempt (see `dial.rs`).
+    pub dial: Dial,
     /// The deadline currently in the timer heap.
     pub deadline: Option<Instant>,
     /// Last transport failure text, for events.
@@ -124,7 +124,7 @@ impl Slot {
             conn,
             session,
             transport: None,
-            resolving: None,
+            dial: Dial::default(),
             deadline: None,
             detail: String::new(),
             stopping: false,
@@ -137,72 +137,15 @@ impl Slot {
             .get_or_insert_with(|| Box::new(Session::new(cfg)))
     }
 
-    fn token(&self) -> Token {
-        Token(self.token)
-    }
-
     fn drop_transport(&mut self, ctx: &mut Ctx<'_>) {
         if let Some(mut t) = self.transport.take() {
             t.abort(ctx.registry);
         }
     }
 
-    /// Start the socket for `epoch` at `addr`.
-    pub(crate) fn connect_to(
-        &mut self,
-        now: Instant,
-        epoch: Epoch,
-        addr: SocketAddr,
-        ctx: &mut Ctx<'_>,
-    ) {
-        self.drop_transport(ctx);
-        match Transport::connect(ctx.registry, self.token(), &self.target, addr, &self.tcfg) {
-            Ok(t) => self.transport = Some(t),
-            Err((e, detail)) => {
-                self.detail = detail;
-                self.conn.handle_error(now, epoch, e);
-            }
-        }
-    }
-
-    /// A DNS answer arrived.
-    pub(crate) fn on_resolved(
-        &mut self,
-        now: Instant,
-        result: Result<Vec<SocketAddr>, Reason>,
-        ctx: &mut Ctx<'_>,
-    ) {
-        let Some(epoch) = self.resolving.take() else {
-            return;
-        };
-        if epoch != self.conn.epoch() {
-            return;
-        }
-        match result.ok().and_then(|a| a.into_iter().next()) {
-            Some(addr) => self.connect_to(now, epoch, addr, ctx),
-            None => {
-                self.detail = format!("could not resolve {}", self.target.host);
-                self.conn.handle_error(now, epoch, Reason::Dns);
-            }
-        }
-    }
-
     fn exec(&mut self, now: Instant, action: Action, ctx: &mut Ctx<'_>) {
         match action {
-            Action::Connect { epoch } => {
-                self.detail.clear();
-                match resolve_inline(&self.target.host, self.target.port) {
-                    Some(addrs) if !addrs.is_empty() => self.connect_to(now, epoch, addrs[0], ctx),
-                    _ => {
-                        self.drop_transport(ctx);
-                        self.resolving = Some(epoch);
-                        let waker = ctx.waker.clone();
-                        ctx.resolver
-                            .get_or_insert_with(|| Resolver::new(waker))
-                            .resolve(self.token, self.target.host.clone(), self.target.port);
-                    }
-                }
-            }
+            Action::Connect { epoch } => self.dial(now, epoch, ctx),
             Action::Send { epoch, frame } if epoch == self.conn.epoch() => {
                 let enc = frame.encode();
                 if let Some(t) = self.transport.as_mut() {
@@ -268,6 +211,9 @@ impl Slot {
                     self.conn.handle_closed(now, epoch, code);
                 }
                 TransportEvent::Failed { error, detail } => {
+                    if self.dial_failed(now, epoch, error, &detail, ctx) {
+                        continue; // the next address is being tried
+                    }
                     self.detail = detail;
                     self.drop_transport(ctx);
                     self.conn.handle_error(now, epoch, error);

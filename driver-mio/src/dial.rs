@@ -104,7 +104,13 @@ impl Slot {
         self.conn.handle_error(now, epoch, Reason::Dns);
     }
 
-    fn dial_addrs(&mut self, now: Instant, epoch: Epoch, addrs: Vec<SocketAddr>, ctx: &mut Ctx<'_>) {
+    fn dial_addrs(
+        &mut self,
+        now: Instant,
+        epoch: Epoch,
+        addrs: Vec<SocketAddr>,
+        ctx: &mut Ctx<'_>,
+    ) {
         self.dial.rest = interleave_families(addrs).into();
         self.dial.epoch = Some(epoch);
         self.dial_next(now, epoch, ctx);
@@ -145,7 +151,10 @@ impl Slot {
         detail: &str,
         ctx: &mut Ctx<'_>,
     ) -> bool {
-        let connecting = self.transport.as_ref().is_some_and(|t| !t.tcp_established());
+        let connecting = self
+            .transport
+            .as_ref()
+            .is_some_and(|t| !t.tcp_established());
         if !connecting
             || self.dial.epoch != Some(epoch)
             || self.dial.rest.is_empty()

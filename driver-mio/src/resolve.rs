@@ -495,7 +495,10 @@ mod tests {
             ]
         );
         let v4_first = interleave_families(vec![a("10.0.0.1:1"), a("10.0.0.2:1"), a("[::1]:1")]);
-        assert_eq!(v4_first, vec![a("10.0.0.1:1"), a("[::1]:1"), a("10.0.0.2:1")]);
+        assert_eq!(
+            v4_first,
+            vec![a("10.0.0.1:1"), a("[::1]:1"), a("10.0.0.2:1")]
+        );
         assert!(interleave_families(vec![]).is_empty());
     }
 
@@ -510,7 +513,10 @@ mod tests {
         let mut got = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(10);
         while got.len() < n {
-            assert!(Instant::now() < deadline, "resolver did not answer: {got:?}");
+            assert!(
+                Instant::now() < deadline,
+                "resolver did not answer: {got:?}"
+            );
             poll.poll(&mut events, Some(Duration::from_millis(100)))
                 .unwrap();
             while let Some(a) = r.try_recv() {
@@ -536,7 +542,10 @@ mod tests {
             (got[0].key, got[0].id, &got[0].result),
             (1, i1, &Ok(vec!["127.0.0.1:1234".parse().unwrap()]))
         );
-        assert_eq!((got[1].key, got[1].id, &got[1].result), (2, i2, &Err(Error::Dns)));
+        assert_eq!(
+            (got[1].key, got[1].id, &got[1].result),
+            (2, i2, &Err(Error::Dns))
+        );
         assert_eq!((got[1].host.as_str(), got[1].port), ("name.invalid", 80));
         assert_eq!(
             (got[2].key, got[2].id, &got[2].result),
@@ -630,7 +639,11 @@ mod tests {
         let d = r.resolve(4, "gone.test".into(), 443);
         assert_eq!(r.pending(), MAX_THREADS + 3, "a and b share one lookup");
         r.cancel(d);
-        assert_eq!(r.pending(), MAX_THREADS + 2, "a cancelled queued lookup is dropped");
+        assert_eq!(
+            r.pending(),
+            MAX_THREADS + 2,
+            "a cancelled queued lookup is dropped"
+        );
         r.cancel(b);
         for h in ["same.test", "gone.test"] {
             gate.release(h);
@@ -648,7 +661,8 @@ mod tests {
         assert_eq!(gate.started.load(Ordering::SeqCst), MAX_THREADS + 2);
         // Nothing else arrives.
         let mut events = mio::Events::with_capacity(8);
-        poll.poll(&mut events, Some(Duration::from_millis(50))).unwrap();
+        poll.poll(&mut events, Some(Duration::from_millis(50)))
+            .unwrap();
         assert!(r.try_recv().is_none());
     }
 

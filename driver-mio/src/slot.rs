@@ -3,9 +3,9 @@
 //! and feeds results back, until both sides are quiet.
 
 use crate::config::ClientConfig;
+use crate::dial::Dial;
 use crate::error::ClientId;
 use crate::event::{ClientEvent, Message};
-use crate::dial::Dial;
 use crate::resolve::Resolver;
 use crate::transport::{EventSink, Transport, TransportConfig, TransportEvent};
 use crate::url::Target;

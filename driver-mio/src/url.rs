@@ -371,7 +371,10 @@ mod tests {
     fn display_debug_and_redact_hide_query_and_userinfo() {
         let t = ok("wss://h.example:8443/ws/v2?token=s3cr3t&x=1");
         assert_eq!(t.to_string(), "wss://h.example:8443/ws/v2?<redacted>");
-        assert_eq!(format!("{t:?}"), "Target(wss://h.example:8443/ws/v2?<redacted>)");
+        assert_eq!(
+            format!("{t:?}"),
+            "Target(wss://h.example:8443/ws/v2?<redacted>)"
+        );
         assert_eq!(t.path(), "/ws/v2");
         assert_eq!(ok("ws://h/p").to_string(), "ws://h/p");
         for (raw, shown) in [

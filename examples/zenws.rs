@@ -161,11 +161,17 @@ fn parse_args(args: Vec<String>) -> Options {
             "--ca-file" => config.tls = zenws_mio::TlsRoots::CaFile(v.into()),
             "--header" => {
                 let (k, val) = v.split_once(':').unwrap_or_else(|| {
-                    usage_error(format_args!("--header: expected 'Name: value', got {v:?}"))
+                    usage_error("--header: expected 'Name: value' (no ':' found)")
                 });
                 let k = k.trim();
                 if k.is_empty() || k.contains(char::is_whitespace) {
                     usage_error(format_args!("--header: bad header name {k:?}"));
+                }
+                // Never echo the value: it may be a credential.
+                if val.contains(['\r', '\n', '\0']) {
+                    usage_error(format_args!(
+                        "--header: the value of {k:?} contains a control character"
+                    ));
                 }
                 config.headers.push((k.to_string(), val.trim().to_string()));
             }
@@ -382,7 +388,9 @@ fn run(opts: Options) -> Result<i32, Error> {
         }
         Err(e) => return Err(e),
     };
-    JsonLine::new("connecting").str("url", &opts.url).emit();
+    // The query and userinfo may carry credentials: events show the rest.
+    let shown_url = zenws_mio::url::redact(&opts.url);
+    JsonLine::new("connecting").str("url", &shown_url).emit();
 
     let (tx, rx) = mpsc::channel();
     let mut tx = Some(tx);
@@ -391,6 +399,8 @@ fn run(opts: Options) -> Result<i32, Error> {
     let mut closing = false; // stop_client was called (EOF or --count)
     let mut stdout = std::io::stdout().lock();
     loop {
+        // `poll_timeout` is zero while events wait (e.g. the client's end,
+        // queued by `start_client` itself): never block on them.
         match poll.poll(&mut events, sup.poll_timeout()) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -458,7 +468,7 @@ fn run(opts: Options) -> Result<i32, Error> {
                     }
                 }
                 ClientEvent::Opened { .. } => {
-                    JsonLine::new("connected").str("url", &opts.url).emit();
+                    JsonLine::new("connected").str("url", &shown_url).emit();
                     if let (Some(tx), Some(w)) = (tx.take(), stdin_waker.take()) {
                         spawn_stdin(tx, w);
                     }

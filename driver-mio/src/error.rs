@@ -17,7 +17,8 @@ impl fmt::Display for ClientId {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// The URL is not a valid `ws://` or `wss://` URL.
+    /// The URL is not a valid `ws://` or `wss://` URL. It is kept
+    /// [redacted](crate::url::redact): no userinfo, no query.
     InvalidUrl(String),
     /// The TLS configuration could not be built (unreadable or empty CA file).
     TlsSetup(crate::tls::TlsSetupError),

@@ -26,9 +26,12 @@
 //! a send fails with `SendError::NotConnected` and the caller keeps the
 //! message. Certificate errors, 401/403 and protocol violations are fatal
 //! (no retry storm); network errors are transient and go through the retry
-//! ladder. Header values and credentials never appear in `Debug` output.
-//! DNS runs on one background thread (IP literals and `localhost` resolve
-//! inline), so the loop never blocks on a resolver.
+//! ladder. Header values, URL queries, userinfo and message bodies never
+//! appear in logs, `Debug`, `Display`, errors or events.
+//! DNS runs on a small pool of background threads (IP literals, `localhost`
+//! and pinned hosts resolve inline), so the loop never blocks on a resolver;
+//! every resolved address is tried in turn ([`resolve`], `set_resolver` on
+//! the supervisor to plug in your own resolution).
 //!
 //! ```
 //! use std::time::Duration;
@@ -47,6 +50,7 @@
 pub mod client;
 pub mod clock;
 pub mod config;
+mod dial;
 pub mod error;
 pub mod event;
 pub mod handle;

@@ -8,19 +8,19 @@
 use crate::config::ClientConfig;
 use crate::error::ClientId;
 use crate::event::{ClientEvent, Message};
-use crate::resolve::{resolve_inline, Resolver};
+use crate::dial::Dial;
+use crate::resolve::Resolver;
 use crate::transport::{EventSink, Transport, TransportConfig, TransportEvent};
 use crate::url::Target;
-use mio::{Registry, Token};
+use mio::Registry;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use zenws_core::client::{Client, ClientEvent as CoreEvent};
 use zenws_core::exchange::Protocol;
 use zenws_core::frame::FrameKind;
 use zenws_core::session::SessionEvent;
-use zenws_core::{Action, Delivery, Epoch, Error as Reason, Event, ExitReason, Instant};
+use zenws_core::{Action, Delivery, Epoch, Event, ExitReason, Instant};
 
 /// The exchange protocol a driver client runs (`None`: a plain WebSocket).
 pub(crate) type Proto = Option<Arc<dyn Protocol + Send + Sync>>;
@@ -52,8 +52,8 @@ pub(crate) struct Slot {
     pub tcfg: Arc<TransportConfig>,
     pub client: DriverClient,
     pub transport: Option<Transport>,
-    /// Epoch waiting for a DNS answer.
-    pub resolving: Option<Epoch>,
+    /// The connection attempt: DNS lookup, addresses left to try.
+    pub dial: Dial,
     /// The deadline currently in the timer heap.
     pub deadline: Option<Instant>,
     /// Last transport failure text, for events.
@@ -263,16 +263,12 @@ impl Slot {
             tcfg,
             client,
             transport: None,
-            resolving: None,
+            dial: Dial::default(),
             deadline: None,
             detail: String::new(),
             stopping: false,
             exit: None,
         }
-    }
-
-    fn token(&self) -> Token {
-        Token(self.token)
     }
 
     fn drop_transport(&mut self, registry: &Registry) {
@@ -281,62 +277,9 @@ impl Slot {
         }
     }
 
-    /// Start the socket for `epoch` at `addr`.
-    pub(crate) fn connect_to(
-        &mut self,
-        now: Instant,
-        epoch: Epoch,
-        addr: SocketAddr,
-        ctx: &mut Ctx<'_>,
-    ) {
-        self.drop_transport(ctx.registry);
-        match Transport::connect(ctx.registry, self.token(), &self.target, addr, &self.tcfg) {
-            Ok(t) => self.transport = Some(t),
-            Err((e, detail)) => {
-                self.detail = detail;
-                self.client.handle_error(now, epoch, e);
-            }
-        }
-    }
-
-    /// A DNS answer arrived.
-    pub(crate) fn on_resolved(
-        &mut self,
-        now: Instant,
-        result: Result<Vec<SocketAddr>, Reason>,
-        ctx: &mut Ctx<'_>,
-    ) {
-        let Some(epoch) = self.resolving.take() else {
-            return;
-        };
-        if epoch != self.client.epoch() {
-            return;
-        }
-        match result.ok().and_then(|a| a.into_iter().next()) {
-            Some(addr) => self.connect_to(now, epoch, addr, ctx),
-            None => {
-                self.detail = format!("could not resolve {}", self.target.host);
-                self.client.handle_error(now, epoch, Reason::Dns);
-            }
-        }
-    }
-
     fn exec(&mut self, now: Instant, action: Action, ctx: &mut Ctx<'_>) {
         match action {
-            Action::Connect { epoch } => {
-                self.detail.clear();
-                match resolve_inline(&self.target.host, self.target.port) {
-                    Some(addrs) if !addrs.is_empty() => self.connect_to(now, epoch, addrs[0], ctx),
-                    _ => {
-                        self.drop_transport(ctx.registry);
-                        self.resolving = Some(epoch);
-                        let waker = ctx.waker.clone();
-                        ctx.resolver
-                            .get_or_insert_with(|| Resolver::new(waker))
-                            .resolve(self.token, self.target.host.clone(), self.target.port);
-                    }
-                }
-            }
+            Action::Connect { epoch } => self.dial(now, epoch, ctx),
             Action::Send { epoch, frame } if epoch == self.client.epoch() => {
                 let enc = frame.encode();
                 if let Some(t) = self.transport.as_mut() {
@@ -397,6 +340,10 @@ impl Slot {
                 self.client.handle_closed(now, epoch, code);
             }
             Some(TransportEvent::Failed { error, detail }) => {
+                // Before the TCP connection was up: the next address, if any.
+                if self.dial_failed(now, epoch, error, &detail, ctx) {
+                    return;
+                }
                 self.detail = detail;
                 self.drop_transport(ctx.registry);
                 self.client.handle_error(now, epoch, error);

@@ -81,7 +81,9 @@ pub const TOKEN_SPAN: usize = 1 << 24;
 /// let mut sup = ClientSupervisor::new().unwrap();
 /// let id = sup.start_client("ws://127.0.0.1:9001/", ClientConfig::default()).unwrap();
 /// loop {
-///     sup.run_once(None).unwrap();
+///     // Events first: `start_client` may already have queued some (a
+///     // client that failed at once), and `run_once(None)` only returns on I/O,
+///     // a deadline or a queued event.
 ///     while let Some(ev) = sup.poll_event() {
 ///         match ev {
 ///             ClientEvent::Opened { .. } => sup.send_text(id, "hello").unwrap(),
@@ -89,6 +91,10 @@ pub const TOKEN_SPAN: usize = 1 << 24;
 ///             other => eprintln!("{other:?}"),
 ///         }
 ///     }
+///     if sup.is_empty() {
+///         break; // every client has ended: nothing would ever wake the loop
+///     }
+///     sup.run_once(None).unwrap();
 /// }
 /// ```
 pub struct ClientSupervisor {
@@ -198,6 +204,14 @@ impl ClientSupervisor {
         })
     }
 
+    /// Resolve host names with `resolve` instead of the system resolver,
+    /// e.g. a [`PinnedResolver`](crate::resolve::PinnedResolver) with an
+    /// address per host. TLS still verifies the certificate against the
+    /// URL's host name. Applies to connection attempts started from now on.
+    pub fn set_resolver(&mut self, resolve: Arc<dyn crate::resolve::Resolve>) {
+        self.resolver = Some(Resolver::with_resolve(self.waker.clone(), resolve));
+    }
+
     /// Replace the clock (tests: [`ManualClock`](crate::clock::ManualClock)).
     pub fn set_clock(&mut self, clock: Box<dyn Clock>) {
         self.last_now = clock.now();
@@ -274,7 +288,8 @@ impl ClientSupervisor {
         }
         // Keep generated ids clear of static ones.
         self.next_id.fetch_max(id.0 + 1, Ordering::Relaxed);
-        let target = Target::parse(url).map_err(|_| Error::InvalidUrl(url.to_string()))?;
+        let target = Target::parse(url).map_err(|_| Error::InvalidUrl(crate::url::redact(url)))?;
+        crate::transport::check_headers(&target, &config.headers).map_err(Error::InvalidConfig)?;
         let tls = if target.secure {
             Some(self.tls_for(&config.tls)?)
         } else {
@@ -487,8 +502,12 @@ impl ClientSupervisor {
     }
 
     /// How long the caller's loop may sleep before calling
-    /// [`ClientSupervisor::process`] (embedded mode).
+    /// [`ClientSupervisor::process`] (embedded mode). Zero while events wait
+    /// in [`ClientSupervisor::poll_event`] (a start can queue one at once).
     pub fn poll_timeout(&self) -> Option<Duration> {
+        if !self.events.is_empty() {
+            return Some(Duration::ZERO);
+        }
         let next = self.timers.peek()?;
         Some(next - self.clock.now())
     }
@@ -554,10 +573,11 @@ impl ClientSupervisor {
             .as_ref()
             .map(|r| std::iter::from_fn(|| r.try_recv()).collect())
             .unwrap_or_default();
-        for (key, result) in answers {
-            if let Some(slot) = self.slots.get_mut(key - self.token_offset - 1) {
+        for answer in answers {
+            // The slot checks that the answer is for its current lookup.
+            if let Some(slot) = self.slots.get_mut(answer.key - self.token_offset - 1) {
                 let mut ctx = ctx!(self);
-                slot.on_resolved(now, result, &mut ctx);
+                slot.on_resolved(now, answer, &mut ctx);
                 let k = slot.token - self.token_offset - 1;
                 self.drive(k, now);
             }
@@ -594,7 +614,8 @@ impl ClientSupervisor {
     }
 
     /// One loop turn with the supervisor's own `Poll`: wait for readiness
-    /// (at most `max_wait`, and never past the next core deadline), then
+    /// (at most `max_wait`, never past the next core deadline, and not at all
+    /// while events wait in [`ClientSupervisor::poll_event`]), then
     /// handle it all. Events are then ready in [`ClientSupervisor::poll_event`].
     /// An [embedded](ClientSupervisor::embedded) supervisor has no `Poll` of
     /// its own: this returns [`Error::InvalidConfig`].
@@ -747,6 +768,9 @@ impl ClientSupervisor {
         let mut slot = self.slots.remove(key);
         if let Some(mut t) = slot.transport.take() {
             t.abort(&self.registry);
+        }
+        if let (Some(r), Some(lookup)) = (self.resolver.as_mut(), slot.dial.lookup()) {
+            r.cancel(lookup); // a stopped client's lookup reaches nobody
         }
         self.ids.remove(&slot.id);
         let id = slot.id;

@@ -169,8 +169,17 @@ impl EventSink for Vec<TransportEvent> {
     }
 }
 
+/// Check that `headers` can go on `target`'s upgrade request (valid names
+/// and values, no CR/LF, no header the handshake sets itself), without
+/// connecting. The error names the header, never its value.
+pub fn check_headers(target: &Target, headers: &[(String, String)]) -> Result<(), String> {
+    build_request(target, headers).map(|_| ())
+}
+
 /// Why [`Transport::send`] did not take a message.
-#[derive(Debug)]
+///
+/// `Debug` shows the variant and the message's kind and length, never its
+/// body (a deferred auth step carries credentials).
 pub enum SendFailure {
     /// The connection is not open (connecting, closing, or finished). The
     /// message is handed back.
@@ -203,6 +212,25 @@ impl SendFailure {
     }
 }
 
+impl fmt::Debug for SendFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (name, m) = match self {
+            SendFailure::NotOpen(m) => ("NotOpen", m),
+            SendFailure::Backpressure(m) => ("Backpressure", m),
+            SendFailure::Failed => return f.write_str("Failed"),
+        };
+        let kind = match m {
+            Message::Text(_) => "text",
+            Message::Binary(_) => "binary",
+            Message::Ping(_) => "ping",
+            Message::Pong(_) => "pong",
+            Message::Close(_) => "close",
+            Message::Frame(_) => "frame",
+        };
+        write!(f, "{name}(<{kind} message, {} bytes>)", m.len())
+    }
+}
+
 impl fmt::Display for SendFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -231,6 +259,9 @@ enum State {
 pub struct Transport {
     state: State,
     token: Token,
+    /// The TCP connection was established (a failure before it is the
+    /// address's: the caller may try the host's next address).
+    tcp_up: bool,
     /// What the socket is registered for now (`None` once deregistered).
     interest: Option<Interest>,
     /// A final event produced outside `handle_event`, handed out by it.
@@ -337,6 +368,7 @@ impl Transport {
         Ok(Transport {
             state: State::Connecting(Box::new(Handshake::new(stream, request))),
             token,
+            tcp_up: false,
             interest: Some(interest),
             deferred: None,
             peer_close: None,
@@ -347,6 +379,13 @@ impl Transport {
             max_frame: cfg.max_frame_size,
             max_message: cfg.max_message_size,
         })
+    }
+
+    /// Whether the TCP connection was established (it stays `true` after a
+    /// later failure). A failure while this is `false` is specific to the
+    /// address connected to: another address of the host may work.
+    pub fn tcp_established(&self) -> bool {
+        self.tcp_up
     }
 
     /// Before [`Transport::handle_event`] for a mio event: whether it had
@@ -592,6 +631,7 @@ impl Transport {
             log::warn!("{:?}: TCP_NODELAY: {e}", self.token);
         }
         log::debug!("{:?}: TCP connected", self.token);
+        self.tcp_up = true;
         if let State::Connecting(h) = mem::replace(&mut self.state, State::Done) {
             self.state = State::Handshaking(h);
             self.advance_handshake(registry, out);

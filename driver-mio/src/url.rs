@@ -8,6 +8,12 @@
 //! fragments (RFC 6455 §3 forbids them), whitespace and control characters.
 //! Non-ASCII characters in the path or query are percent-encoded; non-ASCII
 //! host names must be given in their punycode (`xn--`) form.
+//!
+//! Secrets: a query string often carries a token (`?token=…`), so
+//! [`Target`]'s `Display` and `Debug` show scheme, host, port and path only
+//! (a query shows as `?<redacted>`), and [`redact`] does the same for a raw
+//! string that did not even parse (userinfo dropped too). Only the upgrade
+//! request itself carries [`Target::path_and_query`].
 
 use core::fmt;
 use std::net::{IpAddr, Ipv6Addr};
@@ -15,7 +21,9 @@ use std::net::{IpAddr, Ipv6Addr};
 use zenws_core::Error;
 
 /// A parsed `ws://` or `wss://` URL: where to connect and what to ask for.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// `Display` and `Debug` redact the query (see the [module docs](self)).
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Target {
     /// `true` for `wss://` (TLS).
     pub secure: bool,
@@ -37,7 +45,8 @@ impl Target {
     /// assert!(t.secure);
     /// assert_eq!((t.host.as_str(), t.port), ("example.com", 443));
     /// assert_eq!(t.path_and_query, "/ws/api/v2?x=1");
-    /// assert_eq!(t.to_string(), "wss://example.com/ws/api/v2?x=1");
+    /// // The query may hold a token: never displayed.
+    /// assert_eq!(t.to_string(), "wss://example.com/ws/api/v2?<redacted>");
     /// ```
     pub fn parse(url: &str) -> Result<Target, Error> {
         parse(url).ok_or(Error::InvalidUrl)
@@ -74,13 +83,68 @@ impl Target {
         }
         s
     }
+
+    /// The path without the query.
+    pub fn path(&self) -> &str {
+        self.path_and_query
+            .split_once('?')
+            .map_or(self.path_and_query.as_str(), |(p, _)| p)
+    }
+
+    /// The whole URL, query included: for the handshake only, never for
+    /// logs or messages.
+    fn full_url(&self) -> String {
+        let scheme = if self.secure { "wss" } else { "ws" };
+        format!("{scheme}://{}{}", self.authority(), self.path_and_query)
+    }
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = if self.secure { "wss" } else { "ws" };
-        write!(f, "{scheme}://{}{}", self.authority(), self.path_and_query)
+        write!(f, "{scheme}://{}{}", self.authority(), self.path())?;
+        if self.path_and_query.len() > self.path().len() {
+            f.write_str("?<redacted>")?;
+        }
+        Ok(())
     }
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Target({self})")
+    }
+}
+
+/// A URL as it may be shown in logs, errors and events, whether or not it
+/// parses: scheme, host, port and path; userinfo (`user:pass@`) dropped, a
+/// query or fragment replaced by `?<redacted>` / `#<redacted>`.
+///
+/// ```
+/// use zenws_mio::url::redact;
+/// assert_eq!(redact("wss://u:pw@h:1/p?token=s3cr3t#f"), "wss://h:1/p?<redacted>");
+/// assert_eq!(redact("not a url"), "not a url");
+/// ```
+pub fn redact(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let (before, secret) = rest.split_at(end);
+    let auth_end = before.find('/').unwrap_or(before.len());
+    let (authority, path) = before.split_at(auth_end);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let mut out = String::with_capacity(url.len());
+    out.push_str(scheme);
+    out.push_str(host);
+    out.push_str(path);
+    match secret.as_bytes().first() {
+        Some(b'?') => out.push_str("?<redacted>"),
+        Some(b'#') => out.push_str("#<redacted>"),
+        _ => {}
+    }
+    out
 }
 
 impl core::str::FromStr for Target {
@@ -177,7 +241,7 @@ fn parse(url: &str) -> Option<Target> {
         path_and_query,
     };
     // Whatever we accept must be accepted by the handshake's URI parser too.
-    tungstenite::http::Uri::try_from(target.to_string()).ok()?;
+    tungstenite::http::Uri::try_from(target.full_url()).ok()?;
     Some(target)
 }
 
@@ -223,7 +287,8 @@ mod tests {
         assert_eq!(t.host, "example.com");
         assert_eq!(t.port, 8443);
         assert_eq!(t.path_and_query, "/a/b?c=d&e=%20f");
-        assert_eq!(t.to_string(), "wss://example.com:8443/a/b?c=d&e=%20f");
+        assert_eq!(t.full_url(), "wss://example.com:8443/a/b?c=d&e=%20f");
+        assert_eq!(t.to_string(), "wss://example.com:8443/a/b?<redacted>");
         assert_eq!(t.authority(), "example.com:8443");
         // explicit default port is normalised away
         assert_eq!(ok("ws://h:80/x").to_string(), "ws://h/x");
@@ -234,7 +299,8 @@ mod tests {
     fn query_without_path() {
         let t = ok("ws://h?token=abc");
         assert_eq!(t.path_and_query, "/?token=abc");
-        assert_eq!(t.to_string(), "ws://h/?token=abc");
+        assert_eq!(t.full_url(), "ws://h/?token=abc");
+        assert_eq!(t.to_string(), "ws://h/?<redacted>");
     }
 
     #[test]
@@ -302,6 +368,28 @@ mod tests {
     }
 
     #[test]
+    fn display_debug_and_redact_hide_query_and_userinfo() {
+        let t = ok("wss://h.example:8443/ws/v2?token=s3cr3t&x=1");
+        assert_eq!(t.to_string(), "wss://h.example:8443/ws/v2?<redacted>");
+        assert_eq!(
+            format!("{t:?}"),
+            "Target(wss://h.example:8443/ws/v2?<redacted>)"
+        );
+        assert_eq!(t.path(), "/ws/v2");
+        assert_eq!(ok("ws://h/p").to_string(), "ws://h/p");
+        for (raw, shown) in [
+            ("ws://user:pw@h/p?token=s3cr3t", "ws://h/p?<redacted>"),
+            ("wss://h:1/a#frag", "wss://h:1/a#<redacted>"),
+            ("ws://a@b@h?k", "ws://h?<redacted>"),
+            ("http://h/x?y", "http://h/x?<redacted>"),
+            ("garbage?secret", "garbage?<redacted>"),
+            ("", ""),
+        ] {
+            assert_eq!(redact(raw), shown, "{raw:?}");
+        }
+    }
+
+    #[test]
     fn garbage_never_panics() {
         // A small deterministic fuzz: random byte strings and mutations of valid URLs.
         let seeds = ["ws://a.b:1/c?d", "wss://[::1]:2/", "ws://h"];
@@ -329,8 +417,15 @@ mod tests {
             }
             let s = String::from_utf8_lossy(&bytes);
             if let Ok(t) = Target::parse(&s) {
-                // Display round-trips to the same target.
-                assert_eq!(Target::parse(&t.to_string()), Ok(t.clone()), "{s:?}");
+                // The full URL round-trips to the same target.
+                assert_eq!(Target::parse(&t.full_url()), Ok(t.clone()), "{s:?}");
+                // Display and Debug never show the query.
+                if t.path_and_query.contains('?') {
+                    let scheme = if t.secure { "wss" } else { "ws" };
+                    let shown = format!("{scheme}://{}{}?<redacted>", t.authority(), t.path());
+                    assert_eq!(t.to_string(), shown, "{s:?}");
+                    assert_eq!(format!("{t:?}"), format!("Target({shown})"), "{s:?}");
+                }
             }
         }
     }

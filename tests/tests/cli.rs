@@ -424,3 +424,62 @@ fn refused_upgrade_is_fatal() {
         p.report()
     );
 }
+
+#[test]
+fn bad_header_inputs_exit_two_with_a_message() {
+    // Each used to leave the CLI blocked forever with nothing printed: the
+    // client failed inside start_client and the loop waited for I/O.
+    for header in [
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Connection: close",
+        "X-Ctl: a\u{1}b-hdr-secret",
+        "X-Crlf: a\r\nInjected: hdr-secret",
+        "Bad(Name): v",
+    ] {
+        let mut p = Proc::cli(&["--header", header, "ws://127.0.0.1:1/"]);
+        let st = p.finish(10);
+        assert_eq!(st.code(), Some(2), "header {header:?}\n{}", p.report());
+        let err = p.stderr();
+        assert!(
+            err.contains("zenws:"),
+            "{header:?}: no message\n{}",
+            p.report()
+        );
+        assert!(
+            !err.contains("hdr-secret"),
+            "{header:?}: the value was echoed\n{}",
+            p.report()
+        );
+    }
+}
+
+#[test]
+fn url_query_and_userinfo_never_reach_stderr() {
+    let server = EchoServer::plain().unwrap();
+    let url = format!("{}?token=url-secret", server.url_with_path("/feed"));
+    let mut p = Proc::cli(&[&url]);
+    p.wait_for(10, "connected", |_, err| has_event(err, "connected"));
+    assert_eq!(
+        server.last_request_path().as_deref(),
+        Some("/feed?token=url-secret")
+    );
+    p.close_stdin();
+    assert_eq!(p.finish(20).code(), Some(0), "{}", p.report());
+    let ev = events(&p.stderr());
+    let connecting = ev.iter().find(|e| e["event"] == "connecting").unwrap();
+    assert_eq!(
+        connecting["url"],
+        format!("{}?<redacted>", server.url_with_path("/feed"))
+    );
+    assert!(!p.stderr().contains("url-secret"), "{}", p.report());
+
+    // Refused URLs (userinfo) are shown without their secrets.
+    let mut p = Proc::cli(&["ws://user:pw-secret@127.0.0.1:1/?token=url-secret"]);
+    assert_eq!(p.finish(10).code(), Some(2), "{}", p.report());
+    assert!(p.stderr().contains("zenws:"), "{}", p.report());
+    assert!(
+        !p.stderr().contains("pw-secret") && !p.stderr().contains("url-secret"),
+        "{}",
+        p.report()
+    );
+}

@@ -417,7 +417,7 @@ fn utf8_validator_matches_std_on_every_split() {
 
 #[test]
 fn encoder_masks_and_lengths() {
-    let mut rng = MaskRng::with_seed(7);
+    let mut rng = MaskRng::from_os();
     for len in [0usize, 1, 7, 8, 9, 125, 126, 65535, 65536] {
         let p: Vec<u8> = (0..len).map(|i| (i * 31) as u8).collect();
         let key = rng.next_key();
@@ -457,7 +457,7 @@ fn encoder_masks_and_lengths() {
 
 #[test]
 fn encode_into_matches_encode() {
-    let mut rng = MaskRng::with_seed(11);
+    let mut rng = MaskRng::from_os();
     for len in (0..=SMALL_PAYLOAD).chain([126, 300, 65535, 65536]) {
         let p: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
         let key = rng.next_key();
@@ -472,14 +472,100 @@ fn encode_into_matches_encode() {
 }
 
 #[test]
-fn mask_keys_vary_and_seeds_differ() {
-    let mut rng = MaskRng::with_seed(1);
-    let keys: std::collections::HashSet<[u8; 4]> = (0..1000).map(|_| rng.next_key()).collect();
-    assert!(keys.len() > 990, "{} distinct keys of 1000", keys.len());
-    let a = MaskRng::from_os().next_key();
-    let b = MaskRng::from_os().next_key();
-    let c = MaskRng::from_os().next_key();
-    assert!(a != b || b != c, "OS seeds repeat");
+fn mask_keys_vary_across_refills_and_threads() {
+    let mut rng = MaskRng::from_os();
+    // 3,000 keys: many ChaCha blocks.
+    let keys: Vec<[u8; 4]> = (0..3000).map(|_| rng.next_key()).collect();
+    let distinct: std::collections::HashSet<[u8; 4]> = keys.iter().copied().collect();
+    assert!(
+        distinct.len() > 2990,
+        "{} distinct keys of 3000",
+        distinct.len()
+    );
+    // Later blocks are fresh, not the same block again.
+    assert_ne!(keys[..1024], keys[1024..2048]);
+    let other = std::thread::spawn(|| {
+        let mut r = MaskRng::from_os();
+        (0..16).map(|_| r.next_key()).collect::<Vec<_>>()
+    })
+    .join()
+    .unwrap();
+    assert_ne!(other[..], keys[..16], "threads share no stream");
+}
+
+/// The previous generator, kept as the cost baseline: wyrand seeded once
+/// per connection.
+struct Wyrand(u64);
+
+impl Wyrand {
+    fn next_key(&mut self) -> [u8; 4] {
+        self.0 = self.0.wrapping_add(0xa076_1d64_78bd_642f);
+        let t = u128::from(self.0).wrapping_mul(u128::from(self.0 ^ 0xe703_7ed1_a0b4_28db));
+        (((t >> 64) as u64 ^ t as u64) as u32).to_ne_bytes()
+    }
+}
+
+/// Cost per key and per small frame, CSPRNG buffer vs. wyrand, same run:
+/// `cargo test --release -p zenws-mio --lib -- --ignored mask_key_cost --nocapture`.
+#[test]
+#[ignore = "benchmark: run in release with --nocapture"]
+fn mask_key_cost() {
+    use std::hint::black_box;
+    use std::time::Instant;
+    const N: u32 = 20_000_000;
+    let payload = [0x41u8; 32];
+    let mut out = Vec::with_capacity(64);
+    let best = |f: &mut dyn FnMut() -> u32| {
+        (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                black_box(f());
+                t.elapsed().as_secs_f64() * 1e9 / f64::from(N)
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    let mut wy = Wyrand(getrandom::u64().unwrap());
+    let mut cs = MaskRng::from_os();
+    let key_wy = best(&mut || {
+        let mut x = 0u32;
+        for _ in 0..N {
+            x ^= u32::from_ne_bytes(wy.next_key());
+        }
+        x
+    });
+    let key_cs = best(&mut || {
+        let mut x = 0u32;
+        for _ in 0..N {
+            x ^= u32::from_ne_bytes(cs.next_key());
+        }
+        x
+    });
+    let frame_wy = best(&mut || {
+        let mut x = 0u32;
+        for _ in 0..N {
+            out.clear();
+            encode(&mut out, OP_TEXT, true, black_box(&payload), wy.next_key());
+            x ^= u32::from(out[7]);
+        }
+        x
+    });
+    let frame_cs = best(&mut || {
+        let mut x = 0u32;
+        for _ in 0..N {
+            out.clear();
+            encode(&mut out, OP_TEXT, true, black_box(&payload), cs.next_key());
+            x ^= u32::from(out[7]);
+        }
+        x
+    });
+    println!(
+        "mask key:  wyrand {key_wy:.2} ns, StdRng (ChaCha12) {key_cs:.2} ns, ratio {:.2}",
+        key_cs / key_wy
+    );
+    println!(
+        "32 B frame encode+key: wyrand {frame_wy:.2} ns, StdRng (ChaCha12) {frame_cs:.2} ns, ratio {:.2}",
+        frame_cs / frame_wy
+    );
 }
 
 #[test]

@@ -339,7 +339,7 @@ fn json_num(v: Option<f64>) -> String {
 }
 
 fn json_str(s: &str) -> String {
-    format!("\"{}\"", zenws_mio::hooks::json_escape(s))
+    format!("\"{}\"", zenws_examples::json_escape(s))
 }
 
 fn report(

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use zenws_core::json;
 use zenws_core::ratelimit::RateLimit;
-use zenws_core::session::SessionConfig;
+use zenws_core::exchange::deribit::Deribit;
 use zenws_core::{ExitReason, HeartbeatConfig, SendError};
-use zenws_mio::{ClientConfig, ClientEvent, ClientId, ClientSupervisor, DeribitSession, Error};
+use zenws_mio::{ClientConfig, ClientEvent, ClientId, ClientSupervisor, Error};
 
 /// Deribit's error code for an exhausted credit balance.
 pub const TOO_MANY_REQUESTS: i64 = 10028;
@@ -40,6 +40,8 @@ pub struct DeribitSetup {
     pub heartbeat_secs: u32,
     /// Charge user sends to Deribit's credit bucket (default on).
     pub rate_limit: bool,
+    /// Enable cancel-on-disconnect after every authentication.
+    pub cancel_on_disconnect: bool,
 }
 
 impl std::fmt::Debug for DeribitSetup {
@@ -53,6 +55,7 @@ impl std::fmt::Debug for DeribitSetup {
             .field("instrument", &self.instrument)
             .field("heartbeat_secs", &self.heartbeat_secs)
             .field("rate_limit", &self.rate_limit)
+            .field("cancel_on_disconnect", &self.cancel_on_disconnect)
             .finish()
     }
 }
@@ -65,6 +68,7 @@ impl Default for DeribitSetup {
             instrument: "BTC-PERPETUAL".into(),
             heartbeat_secs: 10,
             rate_limit: true,
+            cancel_on_disconnect: false,
         }
     }
 }
@@ -102,16 +106,29 @@ impl DeribitSetup {
         format!("user.orders.{}.raw", self.instrument)
     }
 
-    /// `book.*.raw`, `trades.*.raw`, and `user.orders.*.raw` when authenticated.
+    /// Authenticated: `book.*.raw`, `trades.*.raw` and `user.orders.*.raw`;
+    /// public-only: `book.*.100ms` and `trades.*.100ms` (Deribit serves
+    /// `.raw` feeds to authenticated connections only).
     pub fn channels(&self) -> Vec<String> {
+        let feed = if self.authenticated() { "raw" } else { "100ms" };
         let mut v = vec![
-            format!("book.{}.raw", self.instrument),
-            format!("trades.{}.raw", self.instrument),
+            format!("book.{}.{feed}", self.instrument),
+            format!("trades.{}.{feed}", self.instrument),
         ];
         if self.authenticated() {
             v.push(self.private_channel());
         }
         v
+    }
+
+    /// The exchange protocol: credentials (if any), cancel-on-disconnect.
+    pub fn protocol(&self) -> Deribit {
+        match (&self.client_id, &self.client_secret) {
+            (Some(id), Some(secret)) => Deribit::with_credentials(id, secret)
+                .unwrap_or_else(|_| panic!("DERIBIT_CLIENT_ID / _SECRET longer than 128 bytes"))
+                .cancel_on_disconnect(self.cancel_on_disconnect),
+            _ => Deribit::public(),
+        }
     }
 
     /// The client configuration: Deribit heartbeat, session hooks with
@@ -120,15 +137,8 @@ impl DeribitSetup {
     /// their defaults; adjust the returned value as needed.
     pub fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig {
-            hooks: Some(Arc::new(DeribitSession {
-                client_id: self.client_id.clone(),
-                client_secret: self.client_secret.clone(),
-            })),
+            protocol: Some(Arc::new(self.protocol())),
             subscriptions: self.channels(),
-            session: SessionConfig {
-                authenticate: self.authenticated(),
-                ..SessionConfig::default()
-            },
             ..ClientConfig::default()
         };
         c.connection.heartbeat = HeartbeatConfig::deribit(self.heartbeat_secs);
@@ -271,10 +281,15 @@ impl DeribitApp {
                 self.stats.authenticated += 1;
                 Some("authenticated (public/auth)".into())
             }
-            ClientEvent::Restored { channels, .. } => {
+            ClientEvent::Restored {
+                granted, rejected, ..
+            } => {
                 self.stats.restored += 1;
                 self.ready = true;
-                Some(format!("subscribed: {channels} channel(s)"))
+                Some(format!(
+                    "subscribed: {} channel(s) granted, {rejected} rejected",
+                    granted.len()
+                ))
             }
             ClientEvent::Message { message, .. } => self.on_message(message.as_bytes()),
             ClientEvent::Disconnected { reason, detail, .. } => {

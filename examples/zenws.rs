@@ -225,7 +225,7 @@ fn parse_args(args: Vec<String>) -> Options {
 /// JSON string escaping (quotes included).
 fn json_str(out: &mut String, s: &str) {
     out.push('"');
-    out.push_str(&zenws_mio::hooks::json_escape(s));
+    out.push_str(&zenws_examples::json_escape(s));
     out.push('"');
 }
 

@@ -11,9 +11,41 @@
 //! that replays it. `MINUTES` sets the virtual time per seed (default 10).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use zenws_core::sim::{replay_command, run_seed, SimConfig};
+use zenws_core::sim::{replay_command, run_seed, SimConfig, SimReport};
+
+/// Sums of the counters of every seed's report.
+fn add(total: &mut SimReport, r: &SimReport) {
+    total.restores += r.restores;
+    total.channels_granted += r.channels_granted;
+    total.channels_rejected += r.channels_rejected;
+    total.authentications += r.authentications;
+    total.token_refreshes += r.token_refreshes;
+    total.auth_retries += r.auth_retries;
+    total.heartbeat_setup_failures += r.heartbeat_setup_failures;
+    total.rate_limit_holds += r.rate_limit_holds;
+    total.requests_resolved += r.requests_resolved;
+    total.requests_errored += r.requests_errored;
+    total.requests_timed_out += r.requests_timed_out;
+    total.requests_failed += r.requests_failed;
+    total.sends_accepted += r.sends_accepted;
+    total.sends_rejected += r.sends_rejected;
+    total.sends_failed += r.sends_failed;
+    let mut f = total.faults;
+    let g = r.faults;
+    macro_rules! sum {
+        ($($field:ident),*) => { $(f.$field += g.$field;)* };
+    }
+    sum!(
+        refreshes, refresh_refused, auth_transient, auth_ignored, auth_slow, auth_rejected,
+        private_on_expired_token, rate_limited, channels_omitted, raw_unauthorized,
+        subscribe_errors, subscribe_unauthorized, subscribe_ignored, heartbeat_setup_errors,
+        cod_acks, cod_errors, cod_ignored, test_request_closes
+    );
+    total.faults = f;
+}
 
 fn env(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
@@ -70,6 +102,7 @@ fn main() {
     let next = AtomicU64::new(start);
     let failed = AtomicBool::new(false);
     let totals: [AtomicU64; 7] = Default::default();
+    let sums = Mutex::new(SimReport::default());
     let began = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -83,6 +116,7 @@ fn main() {
                 });
                 match outcome {
                     Ok((true, r)) => {
+                        add(&mut sums.lock().unwrap(), &r);
                         for (t, v) in totals.iter().zip([
                             1,
                             r.virtual_time.as_nanos() as u64 / 1_000_000,
@@ -131,6 +165,35 @@ fn main() {
     println!(
         "opens {opens}, reconnects {reconnects}, restarts {restarts}, escalations {escalations}, heartbeat failures {hb}"
     );
+    let t = sums.into_inner().unwrap();
+    println!(
+        "session: {} authentications, {} token refreshes, {} auth retries, {} restores ({} channels granted, {} rejected), {} heartbeat setup failures, {} connects held by a 10028",
+        t.authentications,
+        t.token_refreshes,
+        t.auth_retries,
+        t.restores,
+        t.channels_granted,
+        t.channels_rejected,
+        t.heartbeat_setup_failures,
+        t.rate_limit_holds
+    );
+    println!(
+        "user: {} sends accepted, {} rejected, {} failed; requests {} resolved, {} errors, {} timed out, {} failed",
+        t.sends_accepted,
+        t.sends_rejected,
+        t.sends_failed,
+        t.requests_resolved,
+        t.requests_errored,
+        t.requests_timed_out,
+        t.requests_failed
+    );
+    let faults: Vec<String> = t
+        .faults
+        .named()
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    println!("server faults drawn: {}", faults.join(", "));
     if failed.load(Ordering::Relaxed) {
         std::process::exit(1);
     }

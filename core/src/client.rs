@@ -329,12 +329,33 @@ impl<P: Protocol, const SUBS: usize, const CHAN: usize, const REQS: usize>
     /// session's own requests are [`Delivery::Consumed`].
     pub fn handle_message(&mut self, now: Instant, epoch: Epoch, data: &[u8]) -> Delivery {
         let mut d = self.conn.handle_message(now, epoch, data);
-        if d == Delivery::Deliver {
-            if let Some(s) = self.session.as_deref_mut() {
-                if s.on_message(now, data, &self.protocol) {
-                    d = Delivery::Consumed;
+        match d {
+            Delivery::Deliver => {
+                if let Some(s) = self.session.as_deref_mut() {
+                    if s.on_message(now, data, &self.protocol) {
+                        d = Delivery::Consumed;
+                    }
                 }
             }
+            // The heartbeat's own requests (Deribit `set_heartbeat`,
+            // `public/test`) are charged too: a rate-limit answer to one of
+            // them holds the client like any other (Deribit closes the
+            // session next; reconnecting at once burns the next window).
+            Delivery::Consumed => match self.session.as_deref_mut() {
+                Some(s) => {
+                    let _ = s.on_message(now, data, &self.protocol);
+                }
+                None => {
+                    let code = crate::json::scan(data).ok().and_then(|v| v.error_code);
+                    if code.is_some_and(|c| {
+                        self.protocol.classify(c) == crate::exchange::ErrorClass::RateLimited
+                    }) {
+                        let wait = self.conn.throttle(now);
+                        log::debug!("zenws-core: rate limited by the server, holding {wait:?}");
+                    }
+                }
+            },
+            Delivery::Stale => {}
         }
         self.settle(now);
         d

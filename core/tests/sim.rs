@@ -8,12 +8,19 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use zenws_core::session::{Session, SessionConfig, SessionEvent};
+use zenws_core::exchange::deribit::Deribit;
+use zenws_core::session::{Session, SessionConfig, SessionEvent, Signal};
 use zenws_core::sim::{run_seed, Faults, SimConfig, Violation};
 use zenws_core::Instant;
 
-/// Seeds `cargo test` runs.
-const SEEDS: u64 = 2_000;
+/// Seeds `cargo test` runs (`SEEDS=30000` overrides; the 10-minute sweep
+/// is `SEEDS=30000 cargo run --release -p zenws-core --example sim_seeds`).
+fn seeds() -> u64 {
+    std::env::var("SEEDS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(2_000)
+}
 
 /// Virtual time per seed in `cargo test` (the example defaults to 10 min).
 fn config() -> SimConfig {
@@ -40,6 +47,7 @@ fn explain(seed: u64, cfg: &SimConfig) -> Violation {
 #[test]
 fn two_thousand_seeds_hold_every_invariant_deterministically() {
     let cfg = config();
+    let seeds = seeds();
     let next = AtomicU64::new(0);
     let virtual_ms = AtomicU64::new(0);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -48,7 +56,7 @@ fn two_thousand_seeds_hold_every_invariant_deterministically() {
         for _ in 0..threads {
             s.spawn(|| loop {
                 let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= SEEDS {
+                if seed >= seeds {
                     break;
                 }
                 let a = run_seed(seed, &cfg).unwrap_or_else(|_| panic!("{}", explain(seed, &cfg)));
@@ -66,8 +74,8 @@ fn two_thousand_seeds_hold_every_invariant_deterministically() {
     let secs = began.elapsed().as_secs_f64();
     let hours = virtual_ms.load(Ordering::Relaxed) as f64 / 3_600_000.0;
     println!(
-        "{SEEDS} seeds × 2 runs in {secs:.1} s: {:.0} seeds/s, {hours:.1} h virtual ({:.1} simulated h/s)",
-        SEEDS as f64 / secs,
+        "{seeds} seeds × 2 runs in {secs:.1} s: {:.0} seeds/s, {hours:.1} h virtual ({:.1} simulated h/s)",
+        seeds as f64 / secs,
         2.0 * hours / secs
     );
 }
@@ -136,32 +144,35 @@ fn regression_seeds() {
 /// fault killed it for good. It is now `AuthTimedOut` (the driver reconnects).
 #[test]
 fn auth_timeout_is_not_a_rejection() {
+    let deribit = Deribit::with_credentials("id", "secret").unwrap();
     let mut s: Session = Session::new(SessionConfig {
-        authenticate: true,
         request_timeout: Duration::from_secs(5),
         ..SessionConfig::default()
     });
-    s.on_open(Instant::ZERO, 1);
-    assert!(s.poll_step(Instant::ZERO).is_some());
+    s.on_open(Instant::ZERO, 1, &deribit);
+    assert!(s.poll_transmit(Instant::ZERO, &deribit, &mut String::new()).is_some());
     s.handle_timeout(Instant::from_millis(5_000));
     assert_eq!(
         s.poll_event(),
         Some(SessionEvent::AuthTimedOut { epoch: 1 })
     );
     assert_eq!(s.poll_event(), None);
+    // Transient: the client reconnects.
+    match s.take_signal() {
+        Some(Signal::Drop(e)) => assert!(e.is_transient(), "{e:?}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 /// Bug 2: a disconnect during authentication reported `RequestFailed` for
 /// the session's own auth id, a request the user never made.
 #[test]
 fn disconnect_during_auth_reports_no_foreign_request() {
-    let mut s: Session = Session::new(SessionConfig {
-        authenticate: true,
-        ..SessionConfig::default()
-    });
+    let deribit = Deribit::with_credentials("id", "secret").unwrap();
+    let mut s: Session = Session::new(SessionConfig::default());
     s.track_request(Instant::ZERO, 100).unwrap();
-    s.on_open(Instant::ZERO, 1);
-    assert!(s.poll_step(Instant::ZERO).is_some());
+    s.on_open(Instant::ZERO, 1, &deribit);
+    assert!(s.poll_transmit(Instant::ZERO, &deribit, &mut String::new()).is_some());
     s.on_disconnect();
     assert_eq!(
         s.poll_event(),

@@ -1,10 +1,14 @@
 //! The simulated driver: plays the role `zenws-mio` plays for real.
 //!
-//! It owns a [`Supervisor`] and `N` clients (a [`Connection`] and a
-//! [`Session`] each), executes their actions on the simulated network,
-//! delivers what arrives, renders session steps, runs the user workload,
-//! carries out supervisor decisions, and checks the invariants after every
-//! step.
+//! It owns a [`Supervisor`] and `N` [`Client<Deribit>`](crate::client::Client)s
+//! and drives each exactly as its module docs say: after every input it
+//! drains actions (carried out on the simulated network), transmits (sent as
+//! text on their socket) and events, and sleeps until the earliest
+//! `poll_timeout`. It answers pings when `handle_ping` says so. It never
+//! touches a `Session`, renders no session message and decides nothing
+//! about authentication, subscriptions or rate limits: it only plays the
+//! network, the server, the user and the supervisor's executor, and checks
+//! the invariants after every step.
 
 extern crate std;
 
@@ -15,15 +19,19 @@ use std::string::String;
 use std::time::Duration;
 use std::vec::Vec;
 
-use crate::connection::{Action, Connection, ConnectionConfig, Delivery, Epoch, Event};
+use crate::client::{Client, ClientEvent};
+use crate::connection::{Action, ConnectionConfig, Delivery, Epoch, Event};
 use crate::error::Error;
+use crate::exchange::deribit::Deribit;
+use crate::exchange::{ChannelKind, Protocol};
 use crate::exit::ExitReason;
 use crate::frame::{Frame, FrameKind};
 use crate::heartbeat::{HeartbeatConfig, Strategy};
 use crate::json;
+use crate::ratelimit::RateLimit;
 use crate::retry::{Jitter, RetryCount, RetryPolicy};
 use crate::rng::Rng;
-use crate::session::{Restore, Session, SessionConfig, SessionEvent, Step};
+use crate::session::{Rejection, Restore, SessionConfig, SessionEvent, TransmitKind};
 use crate::supervisor::{Decision, RestartIntensity, RestartType, Supervisor, SupervisorConfig};
 use crate::time::{earliest, Instant};
 
@@ -31,12 +39,19 @@ use super::invariants::{Check, Ledger, OpenSocket, Restarts};
 use super::network::{
     between, chance, connect_outcome, draw_fault, ConnectOutcome, Dir, Fault, Link,
 };
-use super::server::{Out, Server, Timer, Wire};
+use super::server::{channels_of, Account, Note, Out, Server, Timer, Wire};
 use super::trace::{tr, Trace};
 use super::{SimConfig, SimReport, Violation};
 
 /// Largest message either side accepts in the simulation.
 const MAX_MESSAGE: usize = 4096;
+
+/// Longest retry delay of the session (its backoff cap).
+const SESSION_RETRY_CAP: Duration = Duration::from_secs(30);
+
+/// The per-client machine under test: Deribit, 16 channels of up to 32
+/// bytes, 64 requests in flight.
+type Machine = Client<Deribit, 16, 32, 64>;
 
 fn is_pong(data: &[u8]) -> bool {
     data == b"pong"
@@ -53,10 +68,10 @@ enum Handshake {
 #[derive(Debug)]
 enum Kind {
     Handshake(Handshake),
-    ToClient(Wire),
+    ToClient(Wire, Note),
     ToServer(Wire),
     /// The server sends this now (a delayed answer).
-    ServerSend(Wire),
+    ServerSend(Wire, Note),
     ServerTimer(Timer),
     User,
 }
@@ -127,16 +142,21 @@ struct Socket {
 }
 
 #[derive(Debug)]
-struct Client {
-    conn: Connection,
-    session: Session<16, 32, 64>,
+struct Sim {
+    client: Machine,
+    /// Tracked channels, in the client's order.
+    channels: Vec<String>,
+    authenticates: bool,
     restart: RestartType,
     bound: Option<Duration>,
+    /// Deribit heartbeat interval, if that is the strategy.
+    deribit_interval: Option<Duration>,
     latency: Duration,
     jitter: Duration,
     socket: Option<Socket>,
     open: Option<OpenSocket>,
-    session_up: bool,
+    /// The session existed when the socket opened: `Restored` is due.
+    expect_restore: bool,
     ledger: Ledger,
     user_closed: bool,
     sup_stopped: bool,
@@ -148,6 +168,12 @@ struct Client {
     /// Last sign of life the simulated peer gave on the open socket.
     life: Instant,
     expect_test_reply: bool,
+    /// The socket the user saw `Authenticated` on (private requests only then).
+    authed: Option<Epoch>,
+    /// No connection attempt before this: a 10028 reached the client.
+    hold_until: Option<Instant>,
+    /// The last `HeartbeatSetupFailed`.
+    setup_failed_at: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -158,6 +184,14 @@ struct Stats {
     restarts: u64,
     escalations: u64,
     heartbeat_failures: u64,
+    restores: u64,
+    channels_granted: u64,
+    channels_rejected: u64,
+    authentications: u64,
+    token_refreshes: u64,
+    auth_retries: u64,
+    heartbeat_setup_failures: u64,
+    rate_limit_holds: u64,
 }
 
 /// The whole simulated world of one seed.
@@ -170,12 +204,17 @@ pub(crate) struct World {
     end: Instant,
     teardown: bool,
     queue: Queue,
-    clients: Vec<Client>,
+    clients: Vec<Sim>,
     sup: Supervisor<64>,
     restarts: Restarts,
     escalated: bool,
     session_cfg: SessionConfig,
-    channels: Vec<String>,
+    account: Account,
+    /// After a 10028 the client waits at least this (its pools refill
+    /// from less than one credit to full).
+    refill_hold: Duration,
+    /// Longest wait for one credit, plus margin (the progress bound).
+    admission: Duration,
     outages: Vec<(Instant, Instant, bool)>,
     trace: Trace,
     stats: Stats,
@@ -244,16 +283,26 @@ fn draw_retry(rng: &mut Rng) -> RetryPolicy {
     }
 }
 
+/// A tracked channel of each kind: public (`x.N.100ms`), public but only
+/// with authorisation (`x.N.raw`), private (`user.x.N`).
+fn draw_channels(rng: &mut Rng, max: usize) -> Vec<String> {
+    let n = rng.in_range(0, max.min(16) as u64) as usize;
+    (0..n)
+        .map(|k| match rng.below(3) {
+            0 => format!("x.{k}.100ms"),
+            1 => format!("x.{k}.raw"),
+            _ => format!("user.x.{k}"),
+        })
+        .collect()
+}
+
 impl World {
     pub(crate) fn new(seed: u64, cfg: &SimConfig) -> Self {
         let mut rng = Rng::new(seed);
         let now = Instant::ZERO;
         let end = now + cfg.duration;
         let f = &cfg.faults;
-        let nchan = rng.in_range(0, cfg.max_channels.min(16) as u64) as usize;
-        let channels: Vec<String> = (0..nchan).map(|k| format!("ch.{k}.raw")).collect();
         let session_cfg = SessionConfig {
-            authenticate: chance(&mut rng, 300),
             restore: Restore::Auto,
             batch_size: rng.in_range(1, 4) as usize,
             pacing: if chance(&mut rng, 500) {
@@ -266,7 +315,27 @@ impl World {
                 )
             },
             request_timeout: between(&mut rng, Duration::from_secs(2), Duration::from_secs(30)),
+            // Capped by the session at half the token's life (≥ 2.5 s here):
+            // room for the answer's transit, the timer slack, one credit of
+            // rate-limit wait and the refresh's transit.
+            refresh_margin: between(&mut rng, Duration::from_secs(3), Duration::from_secs(10)),
+            retry_delay: between(
+                &mut rng,
+                Duration::from_millis(100),
+                Duration::from_secs(1),
+            ),
         };
+        let burst = rng.in_range(u64::from(f.account_burst.0), u64::from(f.account_burst.1)) as u32;
+        let refill =
+            rng.in_range(u64::from(f.account_refill.0), u64::from(f.account_refill.1)) as u32;
+        let limit = RateLimit::flat(refill.max(1), burst.max(1));
+        let refill_hold = Duration::from_nanos(
+            u64::from(burst.saturating_sub(1)) * 1_000_000_000 / u64::from(refill.max(1)),
+        );
+        let admission = Duration::from_nanos(
+            u64::from(burst.max(1)) * 1_000_000_000 / u64::from(refill.max(1)),
+        ) + Duration::from_secs(1);
+        let account = Account::new(limit, f.token_life);
         let intensity = RestartIntensity {
             max_restarts: rng.in_range(0, 6) as u32,
             max_seconds: between(&mut rng, Duration::from_secs(5), Duration::from_secs(120)),
@@ -290,6 +359,16 @@ impl World {
         let mut clients = Vec::new();
         for i in 0..cfg.clients {
             let heartbeat = draw_heartbeat(&mut rng);
+            let channels = draw_channels(&mut rng, cfg.max_channels);
+            let authenticates = chance(&mut rng, 600);
+            let cod = authenticates && chance(&mut rng, 500);
+            let protocol = if authenticates {
+                Deribit::with_credentials("sim-client", "sim-secret")
+                    .expect("short credentials")
+                    .cancel_on_disconnect(cod)
+            } else {
+                Deribit::public()
+            };
             let config = ConnectionConfig {
                 connect_timeout: between(
                     &mut rng,
@@ -303,18 +382,22 @@ impl World {
                 ),
                 retry: draw_retry(&mut rng),
                 heartbeat,
-                idle_timeout: (nchan > 0 && f.feed_every > Duration::ZERO && chance(&mut rng, 300))
-                    .then(|| {
-                        f.feed_every * 3
-                            + between(&mut rng, Duration::ZERO, Duration::from_secs(30))
-                    }),
+                idle_timeout: (!channels.is_empty()
+                    && f.feed_every > Duration::ZERO
+                    && chance(&mut rng, 300))
+                .then(|| {
+                    f.feed_every * 3 * channels.len() as u32
+                        + between(&mut rng, Duration::ZERO, Duration::from_secs(30))
+                }),
                 max_message_size: MAX_MESSAGE,
                 max_pending_bytes: if chance(&mut rng, 300) {
                     rng.in_range(1024, 8192) as usize
                 } else {
                     4 << 20
                 },
-                rate_limit: None,
+                // The server's bucket shape (its bucket is shared by all
+                // clients; each client's is its own).
+                rate_limit: Some(limit),
                 seed: rng.next_u64(),
             };
             let restart = match rng.below(100) {
@@ -324,9 +407,9 @@ impl World {
             };
             let close_at = chance(&mut rng, cfg.user_close)
                 .then(|| now + between(&mut rng, Duration::ZERO, cfg.duration));
-            let mut session = Session::new(session_cfg);
+            let mut client: Machine = Client::new(config, session_cfg, protocol);
             for c in &channels {
-                let _ = session.subscribe(c);
+                client.subscribe(c).expect("16 channels of at most 32 bytes fit");
             }
             let latency = between(
                 &mut rng,
@@ -340,16 +423,24 @@ impl World {
                 0,
                 Kind::User,
             );
-            clients.push(Client {
-                conn: Connection::new(config),
-                session,
+            let deribit_interval = match heartbeat.strategy {
+                Strategy::Deribit { interval_secs, .. } => {
+                    Some(Duration::from_secs(u64::from(interval_secs.max(10))))
+                }
+                _ => None,
+            };
+            clients.push(Sim {
+                client,
+                channels,
+                authenticates,
                 restart,
                 bound: heartbeat.detection_bound(),
+                deribit_interval,
                 latency,
                 jitter,
                 socket: None,
                 open: None,
-                session_up: false,
+                expect_restore: false,
                 ledger: Ledger::default(),
                 user_closed: false,
                 sup_stopped: false,
@@ -359,22 +450,27 @@ impl World {
                 fatal_cause: false,
                 life: now,
                 expect_test_reply: false,
+                authed: None,
+                hold_until: None,
+                setup_failed_at: None,
             });
         }
         let mut trace = Trace::new(cfg.keep_trace);
         tr!(
             trace,
             now,
-            "seed {seed}: {} clients, {nchan} channels, {session_cfg:?}, {sup_cfg:?}, outages {outages:?}",
+            "seed {seed}: {} clients, {session_cfg:?}, account burst {burst} refill {refill}/s, {sup_cfg:?}, outages {outages:?}",
             cfg.clients
         );
         for (i, c) in clients.iter().enumerate() {
             tr!(
                 trace,
                 now,
-                "c{i} {:?} {:?} latency {:?}±{:?} close_at {:?}",
+                "c{i} {:?} {:?} {:?} channels {:?} latency {:?}±{:?} close_at {:?}",
                 c.restart,
-                c.conn.config(),
+                c.client.protocol(),
+                c.client.connection().config(),
+                c.channels,
                 c.latency,
                 c.jitter,
                 c.close_at
@@ -393,7 +489,9 @@ impl World {
             restarts: Restarts::new(intensity.max_restarts, intensity.max_seconds),
             escalated: false,
             session_cfg,
-            channels,
+            account,
+            refill_hold,
+            admission,
             outages,
             trace,
             stats: Stats::default(),
@@ -401,7 +499,7 @@ impl World {
             start: Ok(()),
         };
         for c in &mut w.clients {
-            c.conn.connect(now);
+            c.client.connect(now);
         }
         w.start = w.settle();
         w
@@ -422,17 +520,27 @@ impl World {
     }
 
     pub(crate) fn report(&mut self) -> SimReport {
+        let s = &self.stats;
         let mut r = SimReport {
             seed: self.seed,
             trace_hash: self.trace.hash(),
             trace_lines: self.trace.count(),
-            steps: self.stats.steps,
+            steps: s.steps,
             virtual_time: self.now.saturating_since(Instant::ZERO),
-            opens: self.stats.opens,
-            reconnects: self.stats.reconnects,
-            restarts: self.stats.restarts,
-            escalations: self.stats.escalations,
-            heartbeat_failures: self.stats.heartbeat_failures,
+            opens: s.opens,
+            reconnects: s.reconnects,
+            restarts: s.restarts,
+            escalations: s.escalations,
+            heartbeat_failures: s.heartbeat_failures,
+            restores: s.restores,
+            channels_granted: s.channels_granted,
+            channels_rejected: s.channels_rejected,
+            authentications: s.authentications,
+            token_refreshes: s.token_refreshes,
+            auth_retries: s.auth_retries,
+            heartbeat_setup_failures: s.heartbeat_setup_failures,
+            rate_limit_holds: s.rate_limit_holds,
+            faults: self.account.counts,
             trace: self.trace.take_lines(),
             ..SimReport::default()
         };
@@ -443,6 +551,7 @@ impl World {
             r.sends_rejected += l.rejected;
             r.sends_failed += l.failed;
             r.requests_resolved += l.resolved;
+            r.requests_errored += l.errored;
             r.requests_timed_out += l.timed_out;
             r.requests_failed += l.req_failed;
         }
@@ -455,7 +564,7 @@ impl World {
         let t_core = self
             .clients
             .iter()
-            .filter_map(|c| earliest(c.conn.poll_timeout(), c.session.poll_timeout()))
+            .filter_map(|c| c.client.poll_timeout())
             .min();
         let slack = self.cfg.timer_slack.as_nanos() as u64;
         let t_core =
@@ -483,22 +592,10 @@ impl World {
         }
         self.now = self.now.max(next);
         self.stats.steps += 1;
-        for i in 0..self.clients.len() {
-            let now = self.now;
-            let c = &mut self.clients[i];
-            if c.conn.poll_timeout().is_some_and(|t| t <= now) {
-                c.conn.handle_timeout(now);
-                // Input may legitimately leave a deadline in the past ("call
-                // me now"), but a timer that fired must move on.
-                if let Some(t) = c.conn.poll_timeout().filter(|&t| t <= now) {
-                    return Err(format!(
-                        "c{i}: poll_timeout {t:?} still due after handle_timeout in {:?}: a busy loop",
-                        c.conn.state()
-                    ));
-                }
-            }
-            if c.session.poll_timeout().is_some_and(|t| t <= now) {
-                c.session.handle_timeout(now);
+        let now = self.now;
+        for c in &mut self.clients {
+            if c.client.poll_timeout().is_some_and(|t| t <= now) {
+                c.client.handle_timeout(now);
             }
         }
         // Carry out what the timers decided (an abort drops the socket)
@@ -530,17 +627,18 @@ impl World {
     fn finish(&mut self) -> Result<bool, String> {
         tr!(self.trace, self.now, "run over");
         for (i, c) in self.clients.iter().enumerate() {
-            if !c.conn.is_terminated() {
+            if !c.client.is_terminated() {
                 return Err(format!(
                     "c{i} still {:?} after the user stopped it",
-                    c.conn.state()
+                    c.client.state()
                 ));
             }
             if let Some(s) = &c.socket {
                 return Err(format!("c{i} socket e{} never closed", s.epoch));
             }
+            let pending = c.client.session().map_or(0, |s| s.pending_requests());
             c.ledger
-                .check_settled(c.session.pending_requests())
+                .check_settled(pending)
                 .map_err(|m| format!("c{i}: {m}"))?;
         }
         Ok(false)
@@ -556,44 +654,59 @@ impl World {
                 "c{i}: test_request not answered with public/test at once"
             ));
         }
-        if c.session.poll_timeout().is_some_and(|t| t <= now) {
-            return Err(format!("c{i}: session poll_timeout not after now"));
+        // Drained: a deadline now or earlier would make the driver spin.
+        if let Some(t) = c.client.poll_timeout().filter(|&t| t <= now) {
+            return Err(format!(
+                "c{i}: poll_timeout {t:?} not after now once drained ({:?}): a busy loop",
+                c.client.state()
+            ));
         }
-        if !c.conn.is_open() {
+        if !c.client.is_open() {
             return Ok(());
         }
         if let Some(bound) = c.bound {
-            let seen = c.conn.health().last_heartbeat.unwrap_or(Instant::ZERO);
+            let seen = c.client.health().last_heartbeat.unwrap_or(Instant::ZERO);
             if seen > c.life {
                 return Err(format!(
                     "c{i}: core saw a sign of life at {seen:?} the peer never gave (last {:?})",
                     c.life
                 ));
             }
-            if now.saturating_since(seen) > bound + slack * 2 {
+            // A refused set_heartbeat (an answer: the peer is alive) is
+            // asked again within one interval; the silence meanwhile is
+            // not a miss.
+            let from = match (c.setup_failed_at, c.deribit_interval) {
+                (Some(t), Some(interval)) => seen.max(t + interval),
+                _ => seen,
+            };
+            if now.saturating_since(from) > bound + slack * 2 {
                 return Err(format!(
                     "c{i}: dead peer not detected: last sign of life {seen:?}, bound {bound:?}"
                 ));
             }
         }
+        let stalled = c.socket.as_ref().is_some_and(|s| {
+            s.server
+                .stall
+                .is_some_and(|(from, until)| from <= now && now < until + c.latency * 2)
+        });
         if let Some(o) = &c.open {
             let cfg = &self.session_cfg;
-            let n = self.channels.len();
-            let batches = n.div_ceil(cfg.batch_size.max(1)) as u32;
-            let auth = if cfg.authenticate {
-                cfg.request_timeout
-            } else {
-                Duration::ZERO
-            };
-            let due = o.opened_at
-                + auth
-                + (cfg.pacing + slack) * (batches + 1)
-                + Duration::from_millis(1);
-            if !o.restored && now > due {
-                return Err(format!(
-                    "c{i}: e{} open since {:?} but subscriptions not restored ({} of {n} sent)",
-                    o.epoch, o.opened_at, o.sent
-                ));
+            if c.expect_restore && !o.restored && !stalled {
+                // Restoration makes progress: a session request in flight,
+                // or the next one within the longest retry delay, pacing and
+                // rate-limit wait of the last answer (or deadline).
+                if let Some(quiet) = o.quiet_since(now, cfg.request_timeout + slack) {
+                    let due = quiet + SESSION_RETRY_CAP + cfg.pacing + self.admission + slack * 4;
+                    if now > due {
+                        return Err(format!(
+                            "c{i}: e{} open since {:?}, quiet since {quiet:?}, but subscriptions not restored ({} requested)",
+                            o.epoch,
+                            o.opened_at,
+                            o.requested.len()
+                        ));
+                    }
+                }
             }
         }
         Ok(())
@@ -601,28 +714,33 @@ impl World {
 
     fn drain(&mut self, i: usize) -> Result<bool, String> {
         let mut moved = false;
+        let mut text = String::new();
         loop {
+            let now = self.now;
             let c = &mut self.clients[i];
-            if let Some(a) = c.conn.poll_action() {
+            if let Some(a) = c.client.poll_action() {
                 moved = true;
                 self.action(i, a)?;
                 continue;
             }
-            if let Some(e) = c.conn.poll_event() {
-                moved = true;
-                self.event(i, e)?;
-                continue;
-            }
-            if c.conn.is_open() && c.session_up {
-                if let Some(step) = c.session.poll_step(self.now) {
+            if c.client.is_open() {
+                let pending = match c.socket.as_mut() {
+                    Some(s) if s.opened => s.link.pending_bytes(now),
+                    _ => 0,
+                };
+                text.clear();
+                if let Some(t) = c.client.poll_transmit(now, pending, &mut text) {
                     moved = true;
-                    self.session_step(i, step)?;
+                    self.transmit(i, t, &text)?;
                     continue;
                 }
             }
-            if let Some(e) = c.session.poll_event() {
+            if let Some(e) = self.clients[i].client.poll_event() {
                 moved = true;
-                self.session_event(i, e)?;
+                match e {
+                    ClientEvent::Connection(e) => self.event(i, e)?,
+                    ClientEvent::Session(e) => self.session_event(i, e)?,
+                }
                 continue;
             }
             return Ok(moved);
@@ -654,18 +772,24 @@ impl World {
                         s.epoch
                     ));
                 }
+                if let Some(h) = c.hold_until.filter(|&h| now < h) {
+                    return Err(format!(
+                        "c{i}: Connect e{epoch} before the credits refill after a 10028 (not before {h:?})"
+                    ));
+                }
                 let lat = c.latency;
                 let outcome = connect_outcome(
                     &mut self.rng,
                     &self.cfg.faults,
                     lat,
-                    c.conn.config().connect_timeout,
+                    c.client.connection().config().connect_timeout,
                     outage,
                 );
+                let cod = c.client.protocol().cancels_on_disconnect();
                 c.socket = Some(Socket {
                     epoch,
                     link: Link::new(lat, c.jitter),
-                    server: Server::new(MAX_MESSAGE),
+                    server: Server::new(MAX_MESSAGE, cod),
                     opened: false,
                     close_sent: false,
                 });
@@ -733,6 +857,53 @@ impl World {
         Ok(())
     }
 
+    /// A session message the client rendered and admitted: written on its
+    /// socket as text, as a driver does. The sim only reads it to keep
+    /// its books (ids in flight, channels requested).
+    fn transmit(&mut self, i: usize, t: crate::session::Transmit, text: &str) -> Check {
+        let now = self.now;
+        let c = &mut self.clients[i];
+        tr!(self.trace, now, "c{i} transmit {t:?} {} bytes", text.len());
+        if !c
+            .socket
+            .as_ref()
+            .is_some_and(|s| s.epoch == t.epoch && s.opened && !s.close_sent)
+        {
+            return Err(format!(
+                "c{i}: transmit {t:?} for a socket that is not open (socket {:?})",
+                c.socket.as_ref().map(|s| s.epoch)
+            ));
+        }
+        c.ledger.own(t.id);
+        let o = c
+            .open
+            .as_mut()
+            .ok_or_else(|| format!("c{i}: transmit while not open"))?;
+        o.sent(t.id, now);
+        if let TransmitKind::Subscribe(n) = t.kind {
+            let names = channels_of(text);
+            if names.len() != n {
+                return Err(format!(
+                    "c{i}: Subscribe({n}) carries {} channels",
+                    names.len()
+                ));
+            }
+            for name in names {
+                if !c.channels.iter().any(|t| t == name) {
+                    return Err(format!("c{i}: subscribe to untracked {name}"));
+                }
+                o.requested.push(String::from(name));
+            }
+        }
+        if let TransmitKind::Authenticate { .. } = t.kind {
+            if !c.authenticates {
+                return Err(format!("c{i}: a client without credentials authenticates"));
+            }
+        }
+        self.send_to_server(i, Wire::Text(text.as_bytes().to_vec()));
+        Ok(())
+    }
+
     fn send_to_server(&mut self, i: usize, wire: Wire) {
         let now = self.now;
         let Some(s) = self.clients[i].socket.as_mut() else {
@@ -746,7 +917,7 @@ impl World {
         }
     }
 
-    fn send_to_client(&mut self, i: usize, wire: Wire) {
+    fn send_to_client(&mut self, i: usize, wire: Wire, note: Note) {
         let now = self.now;
         let Some(s) = self.clients[i].socket.as_mut() else {
             return;
@@ -755,7 +926,7 @@ impl World {
             .link
             .delivery(&mut self.rng, now, Dir::ToClient, wire.len())
         {
-            self.queue.push(at, i, s.epoch, Kind::ToClient(wire));
+            self.queue.push(at, i, s.epoch, Kind::ToClient(wire, note));
         }
     }
 
@@ -765,15 +936,6 @@ impl World {
             c.ledger.socket_gone(s.epoch);
             tr!(self.trace, self.now, "c{i} e{} socket gone", s.epoch);
         }
-    }
-
-    fn session_down(&mut self, i: usize) {
-        let c = &mut self.clients[i];
-        if c.session_up {
-            c.session_up = false;
-            c.session.on_disconnect();
-        }
-        c.open = None;
     }
 
     fn event(&mut self, i: usize, e: Event) -> Check {
@@ -789,19 +951,31 @@ impl World {
                 self.stats.opens += 1;
                 let c = &mut self.clients[i];
                 c.open = Some(OpenSocket::new(epoch, now));
-                c.session.on_open(now, epoch);
-                c.session_up = true;
+                c.expect_restore = c.client.session().is_some();
                 c.life = now;
+                c.authed = None;
+                c.setup_failed_at = None;
             }
             Event::Disconnected { epoch, .. } => {
-                self.clients[i].ledger.told(Some(epoch));
-                self.session_down(i);
+                let c = &mut self.clients[i];
+                c.ledger.told(Some(epoch));
+                c.open = None;
+                c.authed = None;
             }
             Event::HeartbeatFailed => self.stats.heartbeat_failures += 1,
+            Event::HeartbeatSetupFailed { .. } => {
+                self.stats.heartbeat_setup_failures += 1;
+                let c = &mut self.clients[i];
+                if c.deribit_interval.is_none() {
+                    return Err(format!("c{i}: HeartbeatSetupFailed without a Deribit heartbeat"));
+                }
+                c.setup_failed_at = Some(now);
+            }
             Event::Reconnecting { .. } | Event::HeartbeatMissed { .. } => {}
             Event::Exited(reason) => {
-                self.session_down(i);
                 let c = &mut self.clients[i];
+                c.open = None;
+                c.authed = None;
                 c.ledger.told(None);
                 if (c.user_closed || c.sup_stopped) && reason != ExitReason::Normal {
                     return Err(format!("c{i}: closed by the user but exited {reason:?}"));
@@ -837,23 +1011,18 @@ impl World {
                 self.restarts.restart(now)?;
                 self.stats.restarts += 1;
                 c.fatal_cause = false;
-                c.conn.restart(now, at);
+                c.client.restart(now, at);
             }
             Decision::Remove => {}
             Decision::Escalate { restarts, .. } => {
                 self.restarts.escalate(now, restarts)?;
                 self.stats.escalations += 1;
                 self.escalated = true;
-                for j in 0..self.clients.len() {
-                    let c = &mut self.clients[j];
+                for c in &mut self.clients {
                     c.sup_stopped = true;
-                    c.closed_epoch.get_or_insert(c.conn.epoch());
-                    if !c.conn.is_terminated() {
-                        let was_open = c.conn.is_open();
-                        c.conn.close(now);
-                        if was_open {
-                            self.session_down(j);
-                        }
+                    c.closed_epoch.get_or_insert(c.client.epoch());
+                    if !c.client.is_terminated() {
+                        c.client.close(now);
                     }
                 }
             }
@@ -866,67 +1035,82 @@ impl World {
         Ok(())
     }
 
-    fn session_step(&mut self, i: usize, step: Step) -> Check {
-        let now = self.now;
-        tr!(self.trace, now, "c{i} step {step:?}");
-        let c = &mut self.clients[i];
-        let bytes = match step {
-            Step::Authenticate { epoch, id } => {
-                c.ledger.auth(id);
-                if epoch != c.conn.epoch() {
-                    return Err(format!(
-                        "c{i}: auth step for e{epoch} on e{}",
-                        c.conn.epoch()
-                    ));
-                }
-                format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"public/auth","params":{{}}}}"#)
-            }
-            Step::Subscribe { epoch, id, range } => {
-                let o = c
-                    .open
-                    .as_mut()
-                    .ok_or_else(|| format!("c{i}: subscribe step while not open"))?;
-                o.subscribe(epoch, range.start, range.end)
-                    .map_err(|m| format!("c{i}: {m}"))?;
-                let names: Vec<String> = range
-                    .map(|k| format!("\"{}\"", c.session.channel(k).unwrap_or("?")))
-                    .collect();
-                format!(
-                    r#"{{"jsonrpc":"2.0","id":{id},"method":"public/subscribe","params":{{"channels":[{}]}}}}"#,
-                    names.join(",")
-                )
-            }
-        };
-        c.conn
-            .handle_send(now, bytes.as_bytes(), 0)
-            .map_err(|e| format!("c{i}: session step could not be sent: {e}"))?;
-        self.send_to_server(i, Wire::Text(bytes.into_bytes()));
-        Ok(())
-    }
-
     fn session_event(&mut self, i: usize, e: SessionEvent) -> Check {
         let now = self.now;
         tr!(self.trace, now, "c{i} session {e:?}");
-        let tracked = self.channels.len();
         let c = &mut self.clients[i];
+        let epoch_now = c.client.epoch();
         let r = match e {
-            SessionEvent::Authenticated { .. } => Ok(()),
-            SessionEvent::AuthRejected { epoch } | SessionEvent::AuthTimedOut { epoch } => {
-                let error = match e {
-                    SessionEvent::AuthRejected { .. } => Error::AuthRejected,
-                    _ => Error::ConnectTimeout,
-                };
-                if c.socket.as_ref().is_some_and(|s| s.epoch == epoch) && c.conn.is_open() {
-                    self.drop_socket(i);
-                    self.clients[i].conn.handle_error(now, epoch, error);
+            SessionEvent::Authenticated { epoch, .. } => {
+                self.stats.authentications += 1;
+                if epoch != epoch_now || !c.authenticates {
+                    Err(format!("Authenticated e{epoch} on e{epoch_now}"))
+                } else {
+                    c.authed = Some(epoch);
+                    Ok(())
                 }
+            }
+            SessionEvent::TokenRefreshed { epoch, .. } => {
+                self.stats.token_refreshes += 1;
+                match c.authed {
+                    Some(a) if a == epoch => Ok(()),
+                    _ => Err(format!("TokenRefreshed e{epoch} on a socket not authenticated")),
+                }
+            }
+            SessionEvent::AuthRetrying { .. } => {
+                self.stats.auth_retries += 1;
                 Ok(())
             }
-            SessionEvent::Restored { epoch, channels } => match c.open.as_mut() {
-                Some(o) => o.restored(epoch, channels, tracked),
-                None => Err(format!("Restored e{epoch} while not open")),
-            },
+            SessionEvent::AuthRejected { .. }
+            | SessionEvent::AuthTimedOut { .. }
+            | SessionEvent::RateLimited { .. } => Ok(()),
+            SessionEvent::AfterAuth { epoch, step, .. } => {
+                if !c.client.protocol().cancels_on_disconnect() || step != 0 || c.authed != Some(epoch) {
+                    Err(format!("AfterAuth step {step} on e{epoch} (authenticated on {:?})", c.authed))
+                } else {
+                    Ok(())
+                }
+            }
+            SessionEvent::SubscriptionRejected {
+                epoch,
+                index,
+                reason,
+            } => {
+                self.stats.channels_rejected += 1;
+                let name = c.channels.get(index).cloned().unwrap_or_default();
+                let kind = c.client.protocol().channel_kind(&name);
+                match c.open.as_mut() {
+                    _ if name.is_empty() => Err(format!("SubscriptionRejected for index {index}")),
+                    _ if reason == Rejection::NeedsAuth
+                        && (kind == ChannelKind::Public || c.authed == Some(epoch)) =>
+                    {
+                        Err(format!("{name} rejected NeedsAuth on e{epoch} (authenticated: {:?})", c.authed))
+                    }
+                    Some(o) if o.epoch == epoch => o.rejected(index, &name),
+                    _ => Err(format!("SubscriptionRejected e{epoch} while not open on it")),
+                }
+            }
+            SessionEvent::Restored {
+                epoch,
+                granted,
+                rejected,
+            } => {
+                self.stats.restores += 1;
+                self.stats.channels_granted += granted as u64;
+                let restored: Vec<String> = c
+                    .client
+                    .session()
+                    .map(|s| s.granted().map(String::from).collect())
+                    .unwrap_or_default();
+                match c.open.as_mut() {
+                    Some(o) if o.epoch == epoch => {
+                        o.restored(granted, rejected, &restored, &c.channels)
+                    }
+                    _ => Err(format!("Restored e{epoch} while not open on it")),
+                }
+            }
             SessionEvent::RequestResolved { id } => c.ledger.outcome(id, "resolved"),
+            SessionEvent::RequestError { id, .. } => c.ledger.outcome(id, "error"),
             SessionEvent::RequestTimedOut { id } => c.ledger.outcome(id, "timed out"),
             SessionEvent::RequestFailed { id } => c.ledger.outcome(id, "failed"),
         };
@@ -938,12 +1122,8 @@ impl World {
         tr!(self.trace, now, "c{i} user close");
         let c = &mut self.clients[i];
         c.user_closed = true;
-        c.closed_epoch.get_or_insert(c.conn.epoch());
-        let was_open = c.conn.is_open();
-        c.conn.close(now);
-        if was_open {
-            self.session_down(i);
-        }
+        c.closed_epoch.get_or_insert(c.client.epoch());
+        c.client.close(now);
     }
 
     fn user_tick(&mut self, i: usize) -> Check {
@@ -964,8 +1144,18 @@ impl World {
             );
         self.queue.push(next, i, 0, Kind::User);
         let roll = self.rng.below(100);
+        let burst = if roll >= 97 { self.rng.in_range(2, 8) } else { 1 };
+        for _ in 0..burst {
+            self.user_send(i, roll)?;
+        }
+        Ok(())
+    }
+
+    fn user_send(&mut self, i: usize, roll: u64) -> Check {
+        let now = self.now;
         let c = &mut self.clients[i];
-        let (bytes, request) = if roll < 60 {
+        let authed = c.authed.is_some_and(|e| e == c.client.epoch() && c.client.is_open());
+        let (bytes, request) = if roll < 55 {
             let seq = c.next_seq;
             c.next_seq += 1;
             let pad = if self.rng.below(100) == 0 {
@@ -978,9 +1168,25 @@ impl World {
                 None,
             )
         } else if roll < 95 {
-            let id = c.session.next_id();
-            if let Err(e) = c.session.track_request(now, id) {
-                tr!(self.trace, now, "c{i} request {id} not tracked: {e}");
+            let id = c.client.next_request_id();
+            if let Err(e) = c.client.track_request(now, id) {
+                tr!(self.trace, now, "c{i} request {id} not tracked: {e:?}");
+                return Ok(());
+            }
+            c.ledger.track(id);
+            // Private requests only on a socket the user saw authenticated.
+            let method = if roll >= 80 && authed {
+                "private/get_positions"
+            } else {
+                "public/get_time"
+            };
+            (
+                format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}"}}"#),
+                Some(id),
+            )
+        } else if roll >= 97 {
+            let id = c.client.next_request_id();
+            if c.client.track_request(now, id).is_err() {
                 return Ok(());
             }
             c.ledger.track(id);
@@ -995,9 +1201,9 @@ impl World {
             Some(s) if s.opened => s.link.pending_bytes(now),
             _ => 0,
         };
-        match c.conn.handle_send(now, bytes.as_bytes(), pending) {
+        match c.client.handle_send(now, bytes.as_bytes(), pending) {
             Ok(()) => {
-                let epoch = c.conn.epoch();
+                let epoch = c.client.epoch();
                 if !c
                     .socket
                     .as_ref()
@@ -1018,7 +1224,7 @@ impl World {
             }
             Err(e) => {
                 if let Some(id) = request {
-                    c.session.untrack_request(id);
+                    c.client.untrack_request(id);
                     c.ledger.untrack(id);
                 }
                 c.ledger.rejected();
@@ -1042,6 +1248,7 @@ impl World {
             kind,
             ..
         } = item;
+        let now = self.now;
         match kind {
             Kind::User => self.user_tick(i),
             Kind::ToServer(wire) => {
@@ -1051,9 +1258,10 @@ impl World {
                 let mut out = core::mem::take(&mut self.out);
                 let s = self.clients[i].socket.as_mut().expect("live");
                 s.server.on_wire(
+                    now,
                     &mut self.rng,
                     &self.cfg.faults,
-                    &self.channels,
+                    &mut self.account,
                     wire,
                     &mut out,
                 );
@@ -1065,39 +1273,41 @@ impl World {
                 }
                 let mut out = core::mem::take(&mut self.out);
                 let s = self.clients[i].socket.as_mut().expect("live");
-                s.server.on_timer(&mut self.rng, t, &mut out);
+                s.server.on_timer(now, &mut self.rng, &mut self.account, t, &mut out);
                 self.server_out(i, epoch, &mut out)
             }
-            Kind::ServerSend(wire) => {
+            Kind::ServerSend(wire, note) => {
                 if self.live(i, epoch)
                     && !self.clients[i].socket.as_ref().expect("live").server.closed
                 {
-                    self.send_to_client(i, wire);
+                    self.send_to_client(i, wire, note);
                 }
                 Ok(())
             }
-            Kind::ToClient(wire) => {
+            Kind::ToClient(wire, note) => {
                 if self.live(i, epoch) {
-                    self.receive(i, epoch, wire)
+                    self.receive(i, epoch, wire, note)
                 } else {
-                    self.stale(i, epoch, |conn, now| match wire {
+                    self.stale(i, epoch, |client, now| match wire {
                         Wire::Text(d) => {
-                            let _ = conn.handle_message(now, epoch, &d);
+                            let _ = client.handle_message(now, epoch, &d);
                         }
-                        Wire::Pong(p) => conn.handle_pong(now, epoch, &p),
-                        Wire::Ping(_) => {}
-                        Wire::Close(code) => conn.handle_closed(now, epoch, Some(code)),
-                        Wire::Eof => conn.handle_closed(now, epoch, None),
-                        Wire::Reset => conn.handle_error(now, epoch, Error::ConnectionReset),
+                        Wire::Pong(p) => client.handle_pong(now, epoch, &p),
+                        Wire::Ping(p) => {
+                            let _ = client.handle_ping(now, epoch, &p);
+                        }
+                        Wire::Close(code) => client.handle_closed(now, epoch, Some(code)),
+                        Wire::Eof => client.handle_closed(now, epoch, None),
+                        Wire::Reset => client.handle_error(now, epoch, Error::ConnectionReset),
                     })
                 }
             }
             Kind::Handshake(h) => {
                 if !self.live(i, epoch) {
-                    return self.stale(i, epoch, |conn, now| match h {
-                        Handshake::Open => conn.handle_open(now, epoch),
-                        Handshake::Error(e) => conn.handle_error(now, epoch, e),
-                        Handshake::Eof => conn.handle_closed(now, epoch, None),
+                    return self.stale(i, epoch, |client, now| match h {
+                        Handshake::Open => client.handle_open(now, epoch),
+                        Handshake::Error(e) => client.handle_error(now, epoch, e),
+                        Handshake::Eof => client.handle_closed(now, epoch, None),
                     });
                 }
                 self.handshake(i, epoch, h)
@@ -1106,16 +1316,16 @@ impl World {
     }
 
     /// Input for a socket the driver already dropped must change nothing.
-    fn stale(&mut self, i: usize, epoch: Epoch, f: impl FnOnce(&mut Connection, Instant)) -> Check {
+    fn stale(&mut self, i: usize, epoch: Epoch, f: impl FnOnce(&mut Machine, Instant)) -> Check {
         let c = &mut self.clients[i];
-        let before = c.conn.state();
-        f(&mut c.conn, self.now);
-        let action = c.conn.poll_action();
-        let event = c.conn.poll_event();
-        if before != c.conn.state() || action.is_some() || event.is_some() {
+        let before = c.client.state();
+        f(&mut c.client, self.now);
+        let action = c.client.poll_action();
+        let event = c.client.poll_event();
+        if before != c.client.state() || action.is_some() || event.is_some() {
             return Err(format!(
-                "c{i}: late input for dropped socket e{epoch} changed the connection: {before:?} -> {:?}, {action:?}, {event:?}",
-                c.conn.state()
+                "c{i}: late input for dropped socket e{epoch} changed the client: {before:?} -> {:?}, {action:?}, {event:?}",
+                c.client.state()
             ));
         }
         Ok(())
@@ -1131,7 +1341,10 @@ impl World {
                 let s = c.socket.as_mut().expect("live");
                 s.opened = true;
                 match fault {
-                    Some(Fault::Stall { at, until }) => s.link.stall(at, until),
+                    Some(Fault::Stall { at, until }) => {
+                        s.link.stall(at, until);
+                        s.server.stall = Some((at, until));
+                    }
                     Some(f) => {
                         self.queue
                             .push(f.at(), i, epoch, Kind::ServerTimer(Timer::Fault(f)))
@@ -1139,8 +1352,8 @@ impl World {
                     None => {}
                 }
                 tr!(self.trace, now, "c{i} e{epoch} fault {fault:?}");
-                c.conn.handle_open(now, epoch);
-                if !c.conn.is_open() {
+                c.client.handle_open(now, epoch);
+                if !c.client.is_open() && !c.client.is_terminated() && c.socket.is_some() {
                     return Err(format!("c{i}: handshake of live socket e{epoch} ignored"));
                 }
             }
@@ -1149,17 +1362,17 @@ impl World {
                     self.clients[i].fatal_cause = true;
                 }
                 self.drop_socket(i);
-                self.clients[i].conn.handle_error(now, epoch, e);
+                self.clients[i].client.handle_error(now, epoch, e);
             }
             Handshake::Eof => {
                 self.drop_socket(i);
-                self.clients[i].conn.handle_closed(now, epoch, None);
+                self.clients[i].client.handle_closed(now, epoch, None);
             }
         }
         Ok(())
     }
 
-    fn receive(&mut self, i: usize, epoch: Epoch, wire: Wire) -> Check {
+    fn receive(&mut self, i: usize, epoch: Epoch, wire: Wire, note: Note) -> Check {
         let now = self.now;
         let c = &mut self.clients[i];
         match wire {
@@ -1167,22 +1380,42 @@ impl World {
                 let view = json::scan(&data).ok();
                 let heartbeat = view.is_some_and(|v| v.is_deribit_heartbeat());
                 let test = view.is_some_and(|v| v.is_deribit_test_request());
-                if data.len() > MAX_MESSAGE || view.is_some_and(|v| v.error_code == Some(13004)) {
+                let answer = view.and_then(|v| v.id);
+                if data.len() > MAX_MESSAGE {
                     c.fatal_cause = true;
                 }
                 if heartbeat || is_pong(&data) {
                     c.life = now;
                 }
-                let was_open = c.conn.is_open();
-                let d = c.conn.handle_message(now, epoch, &data);
+                let was_open = c.client.is_open();
+                let d = c.client.handle_message(now, epoch, &data);
                 tr!(
                     self.trace,
                     now,
-                    "c{i} e{epoch} recv {} bytes -> {d:?}",
+                    "c{i} e{epoch} recv {} bytes -> {d:?} {note:?}",
                     data.len()
                 );
+                if d != Delivery::Stale {
+                    if let (Some(o), Some(id)) = (c.open.as_mut(), answer) {
+                        o.answered(id, now);
+                    }
+                    match note {
+                        Note::Granted(channels) => {
+                            if let Some(o) = c.open.as_mut() {
+                                o.granted(&channels).map_err(|m| format!("c{i}: {m}"))?;
+                            }
+                        }
+                        Note::RateLimited => {
+                            // The client's pools refill from (almost) empty.
+                            let h = now + self.refill_hold;
+                            c.hold_until = Some(c.hold_until.map_or(h, |x| x.max(h)));
+                            self.stats.rate_limit_holds += 1;
+                        }
+                        Note::None => {}
+                    }
+                }
                 match d {
-                    Delivery::Deliver => c.session.on_message(now, &data),
+                    Delivery::Deliver => {}
                     // No data frame may follow our close frame: only answered while open.
                     Delivery::Consumed => c.expect_test_reply |= test && was_open,
                     Delivery::Stale if data.len() <= MAX_MESSAGE => {
@@ -1196,28 +1429,28 @@ impl World {
             Wire::Pong(p) => {
                 c.life = now;
                 tr!(self.trace, now, "c{i} e{epoch} recv pong");
-                c.conn.handle_pong(now, epoch, &p);
+                c.client.handle_pong(now, epoch, &p);
             }
             Wire::Ping(p) => {
-                if c.conn.handle_ping(now, epoch, &p) {
+                if c.client.handle_ping(now, epoch, &p) {
                     self.send_to_server(i, Wire::Pong(p));
                 }
             }
             Wire::Close(code) => {
                 tr!(self.trace, now, "c{i} e{epoch} recv close {code}");
                 self.drop_socket(i);
-                self.clients[i].conn.handle_closed(now, epoch, Some(code));
+                self.clients[i].client.handle_closed(now, epoch, Some(code));
             }
             Wire::Eof => {
                 tr!(self.trace, now, "c{i} e{epoch} recv EOF");
                 self.drop_socket(i);
-                self.clients[i].conn.handle_closed(now, epoch, None);
+                self.clients[i].client.handle_closed(now, epoch, None);
             }
             Wire::Reset => {
                 tr!(self.trace, now, "c{i} e{epoch} recv RST");
                 self.drop_socket(i);
                 self.clients[i]
-                    .conn
+                    .client
                     .handle_error(now, epoch, Error::ConnectionReset);
             }
         }
@@ -1229,10 +1462,12 @@ impl World {
         let mut r = Ok(());
         for o in out.drain(..) {
             match o {
-                Out::Send(after, wire) if after == Duration::ZERO => self.send_to_client(i, wire),
-                Out::Send(after, wire) => {
+                Out::Send(after, wire, note) if after == Duration::ZERO => {
+                    self.send_to_client(i, wire, note)
+                }
+                Out::Send(after, wire, note) => {
                     self.queue
-                        .push(now + after, i, epoch, Kind::ServerSend(wire))
+                        .push(now + after, i, epoch, Kind::ServerSend(wire, note))
                 }
                 Out::Timer(after, t) => {
                     self.queue.push(now + after, i, epoch, Kind::ServerTimer(t))
@@ -1242,6 +1477,7 @@ impl World {
                         r = self.clients[i].ledger.delivered(seq, epoch);
                     }
                 }
+                Out::Fatal => self.clients[i].fatal_cause = true,
                 Out::Violation(m) => {
                     if r.is_ok() {
                         r = Err(m);

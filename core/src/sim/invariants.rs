@@ -7,11 +7,15 @@
 //! |---|---|
 //! | restarts never exceed the intensity in any window; escalation only when they would | `Restarts` |
 //! | a dead peer is detected within `interval × threshold + timeout` of its last sign of life | `driver::check_client` |
-//! | after every (re)open the tracked subscriptions are restored exactly once, in order (client side and server side) | `OpenSocket`, `server` |
+//! | after every (re)open `Restored` comes once; the restored set (`Session::granted`) equals exactly what the server granted on that socket; every tracked channel is granted or reported (`SubscriptionRejected`), never silently dropped | `OpenSocket` |
+//! | restoration makes progress: not restored only while a session request is in flight or a retry / pacing / rate-limit wait is pending | `driver::check_client` |
+//! | no channel is requested again where granted; public and private channels never share a request; `.raw` only once authenticated; subscribe only after cancel-on-disconnect was asked (if configured) | `server` |
+//! | no private request (`private/*`, incl. `private/subscribe`) reaches the server on an expired token unless the server obstructed the refresh (ignored, late or refused auth, 10028) or the link stalled | `server` |
+//! | no `Connect` before the credits refill after a 10028 reached the client | `driver` |
 //! | no send is lost silently: each is delivered (in order, once), rejected with an error, or its socket's loss is reported (`Disconnected`, or the user's own close) | `Ledger` |
 //! | every tracked request ends exactly once: resolved, timed out or failed; none is left at the end | `Ledger` |
 //! | a user's close ends the client normally: no reconnect, no restart | `driver` |
-//! | a fatal exit only follows a fatal cause (401, rejected credentials, oversized message) | `driver` |
+//! | a fatal exit only follows a fatal cause (401, rejected credentials, oversized message); transient auth errors, refused refresh tokens and rate limits never fail a client | `driver` |
 //! | input for a socket that is gone changes nothing | `driver::World::stale` |
 //! | timers make progress (`poll_timeout() > now` after `handle_timeout(now)`) | `driver` |
 //! | nothing is sent after our close frame; each `test_request` is answered at once | `driver` |
@@ -80,14 +84,23 @@ impl Restarts {
     }
 }
 
-/// Restoration progress of one open socket.
+/// What one open socket's session did, as the sim sees it from the wire:
+/// the channels the client asked for, what the server granted (recorded as
+/// the answers reach the client), what the client reported rejected, and
+/// the session's own requests in flight (for the progress bound).
 #[derive(Debug)]
 pub(crate) struct OpenSocket {
     pub(crate) epoch: Epoch,
     pub(crate) opened_at: Instant,
-    /// Channels sent so far, as a count of the in-order prefix.
-    pub(crate) sent: usize,
+    /// Channels sent in subscribe requests on this socket.
+    pub(crate) requested: Vec<String>,
+    /// Channels the server granted, as its answers arrived.
+    pub(crate) server_granted: Vec<String>,
+    /// Channel indices reported with `SubscriptionRejected`.
+    pub(crate) rejected: Vec<usize>,
     pub(crate) restored: bool,
+    /// The session's requests on this socket: (id, sent at, answered at).
+    pub(crate) own: Vec<(u64, Instant, Option<Instant>)>,
 }
 
 impl OpenSocket {
@@ -95,32 +108,116 @@ impl OpenSocket {
         OpenSocket {
             epoch,
             opened_at: now,
-            sent: 0,
+            requested: Vec::new(),
+            server_granted: Vec::new(),
+            rejected: Vec::new(),
             restored: false,
+            own: Vec::new(),
         }
     }
 
-    /// A subscribe step for channels `start..end` is being sent.
-    pub(crate) fn subscribe(&mut self, epoch: Epoch, start: usize, end: usize) -> Check {
-        if epoch != self.epoch || self.restored || start != self.sent || end <= start {
-            return Err(format!(
-                "subscribe step {start}..{end} on e{epoch} out of order (open e{}, sent {}, restored {})",
-                self.epoch, self.sent, self.restored
-            ));
+    /// The session sent its request `id`.
+    pub(crate) fn sent(&mut self, id: u64, now: Instant) {
+        self.own.push((id, now, None));
+    }
+
+    /// An answer to `id` reached the client.
+    pub(crate) fn answered(&mut self, id: u64, now: Instant) {
+        if let Some(o) = self.own.iter_mut().find(|o| o.0 == id && o.2.is_none()) {
+            o.2 = Some(now);
         }
-        self.sent = end;
+    }
+
+    /// The server's grants reached the client.
+    pub(crate) fn granted(&mut self, channels: &[String]) -> Check {
+        for c in channels {
+            if self.server_granted.contains(c) {
+                return Err(format!("{c} granted twice on e{}", self.epoch));
+            }
+            self.server_granted.push(c.clone());
+        }
         Ok(())
     }
 
-    /// The session reported `Restored { epoch, channels }`.
-    pub(crate) fn restored(&mut self, epoch: Epoch, channels: usize, tracked: usize) -> Check {
-        if epoch != self.epoch || self.restored || channels != tracked || self.sent != tracked {
-            return Err(format!(
-                "Restored e{epoch} ({channels} channels) but open e{}, sent {} of {tracked}, already restored: {}",
-                self.epoch, self.sent, self.restored
-            ));
+    /// The last moment the session made progress, with requests whose
+    /// deadline passed counted as answered at their deadline. `None` while
+    /// a request is still legitimately in flight.
+    pub(crate) fn quiet_since(&self, now: Instant, request_timeout: Duration) -> Option<Instant> {
+        let mut last = self.opened_at;
+        for &(_, sent, answered) in &self.own {
+            let t = match answered {
+                Some(a) => a,
+                None if sent + request_timeout > now => return None,
+                None => sent + request_timeout,
+            };
+            last = last.max(t);
+        }
+        Some(last)
+    }
+
+    /// `SubscriptionRejected { index }` on this socket for a tracked channel.
+    pub(crate) fn rejected(&mut self, index: usize, name: &str) -> Check {
+        if self.restored {
+            return Err(format!("{name} reported rejected after Restored on e{}", self.epoch));
+        }
+        if self.rejected.contains(&index) {
+            return Err(format!("{name} reported rejected twice on e{}", self.epoch));
+        }
+        if self.server_granted.iter().any(|g| g == name) {
+            return Err(format!("{name} reported rejected but the server granted it on e{}", self.epoch));
+        }
+        self.rejected.push(index);
+        Ok(())
+    }
+
+    /// The session reported `Restored { granted, rejected }`: `restored`
+    /// is the client's granted set, `tracked` every tracked channel. The
+    /// restored set equals what the server granted, and every tracked (and
+    /// every requested) channel is granted or was reported rejected.
+    pub(crate) fn restored(
+        &mut self,
+        granted: usize,
+        rejected: usize,
+        restored: &[String],
+        tracked: &[String],
+    ) -> Check {
+        let e = self.epoch;
+        if self.restored {
+            return Err(format!("Restored twice on e{e}"));
         }
         self.restored = true;
+        let mut client: Vec<&String> = restored.iter().collect();
+        let mut server: Vec<&String> = self.server_granted.iter().collect();
+        client.sort();
+        server.sort();
+        if client != server {
+            return Err(format!(
+                "Restored e{e}: the client's granted set {client:?} is not what the server granted {server:?}"
+            ));
+        }
+        if granted != restored.len() || rejected != self.rejected.len() {
+            return Err(format!(
+                "Restored e{e} claims {granted} granted / {rejected} rejected, but {} granted / {} reported",
+                restored.len(),
+                self.rejected.len()
+            ));
+        }
+        for (k, name) in tracked.iter().enumerate() {
+            let ok = restored.contains(name);
+            let reported = self.rejected.contains(&k);
+            if ok == reported {
+                return Err(format!(
+                    "Restored e{e}: {name} granted: {ok}, reported rejected: {reported} (exactly one must hold)"
+                ));
+            }
+        }
+        if let Some(lost) = self
+            .requested
+            .iter()
+            .find(|r| !tracked.contains(r))
+        {
+            return Err(format!("Restored e{e}: requested {lost} is not tracked"));
+        }
         Ok(())
     }
 }
@@ -140,13 +237,14 @@ pub(crate) struct Ledger {
     sends: Vec<(u64, Send)>,
     last_delivered: Option<u64>,
     requests: Vec<u64>,
-    /// Ids of the session's own authentication requests.
-    auth_ids: Vec<u64>,
+    /// Ids of the session's own requests.
+    own_ids: Vec<u64>,
     pub(crate) accepted: u64,
     pub(crate) delivered: u64,
     pub(crate) rejected: u64,
     pub(crate) failed: u64,
     pub(crate) resolved: u64,
+    pub(crate) errored: u64,
     pub(crate) timed_out: u64,
     pub(crate) req_failed: u64,
 }
@@ -251,16 +349,16 @@ impl Ledger {
         self.requests.retain(|&r| r != id);
     }
 
-    /// The session authenticates with `id`.
-    pub(crate) fn auth(&mut self, id: u64) {
-        self.auth_ids.push(id);
+    /// The session sent its own request `id`.
+    pub(crate) fn own(&mut self, id: u64) {
+        self.own_ids.push(id);
     }
 
     /// An outcome for request `id`: it must be pending, and settles it.
     pub(crate) fn outcome(&mut self, id: u64, what: &str) -> Check {
         let Some(i) = self.requests.iter().position(|&r| r == id) else {
-            let whose = if self.auth_ids.contains(&id) {
-                "the session's own auth request"
+            let whose = if self.own_ids.contains(&id) {
+                "the session's own request"
             } else {
                 "no pending request"
             };
@@ -269,6 +367,7 @@ impl Ledger {
         self.requests.swap_remove(i);
         match what {
             "resolved" => self.resolved += 1,
+            "error" => self.errored += 1,
             "timed out" => self.timed_out += 1,
             _ => self.req_failed += 1,
         }

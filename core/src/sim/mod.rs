@@ -1,10 +1,13 @@
 //! Deterministic simulation of the core (feature `sim`, implies `std`).
 //!
 //! One `u64` seed drives everything: a virtual clock, a simulated network
-//! with a simulated server behind every socket, a supervisor with `N`
-//! clients ([`Connection`](crate::Connection) +
-//! [`Session`](crate::session::Session) each), a user workload that sends
-//! messages and requests and sometimes closes a client, and the faults:
+//! with a simulated Deribit server behind every socket (one account, one
+//! credit bucket, for all of them), a supervisor with `N` clients — each
+//! exactly the [`Client<Deribit>`](crate::client::Client) users run, with
+//! or without credentials and cancel-on-disconnect, tracking a drawn mix
+//! of public, `.raw` and `user.*` channels — a user workload that sends
+//! messages, public and private requests and sometimes closes a client,
+//! and the faults:
 //!
 //! - **network** ([`Faults`]): latency and jitter with in-order delivery
 //!   (TCP never reorders), connection refused, black-holed connects, stalls
@@ -13,14 +16,25 @@
 //! - **server**: closes normally, going away or abnormally, crashes (EOF),
 //!   crashes during the handshake, answers 503/401 to the upgrade, stops
 //!   answering pings or sending heartbeats, sends Deribit `heartbeat` and
-//!   `test_request`, answers or ignores auth, subscriptions and requests,
-//!   answers late, streams a feed, sends an oversized message.
+//!   `test_request` (and closes a connection that leaves one unanswered),
+//!   answers or ignores auth, subscriptions and requests, answers late,
+//!   streams a feed, sends an oversized message;
+//! - **Deribit session** (`server`): tokens that expire (then 13009 on
+//!   private requests and no `user.*` data), refresh tokens sometimes
+//!   refused, transient auth errors (13028 / 10040 / 11051), rejected
+//!   credentials, channels omitted from a subscribe result, `.raw` channels
+//!   refused without authorisation, subscribe errors, `set_heartbeat`
+//!   errors, cancel-on-disconnect acknowledged / refused / ignored, and
+//!   10028 (then the connection is closed) when the account's bucket is empty.
 //!
-//! The driver loop: the next instant is the earliest of every core's
+//! The simulator plays only the network, the server and the user: it
+//! renders no session message and decides nothing about the session. The
+//! driver loop: the next instant is the earliest of every client's
 //! `poll_timeout()` (woken up to `timer_slack` late, as a real event loop
 //! is) and the next network delivery; the clock jumps there, timers fire,
-//! one delivery is fed in, every action and event is drained and carried
-//! out, and the [`invariants`] are checked. The same seed
+//! one delivery is fed in, and every client is drained in the documented
+//! call order (actions, transmits, events) and its output carried out, as
+//! `zenws-mio` does; then the [`invariants`] are checked. The same seed
 //! gives a byte-identical trace; [`SimReport::trace_hash`] fingerprints it.
 //!
 //! ```
@@ -81,6 +95,29 @@ pub struct Faults {
     pub ignore_subscribe: u16,
     /// The server rejects the credentials, a fatal error (default 10 ‰; needs `fatal`).
     pub auth_reject: u16,
+    /// An auth request is answered with a transient error: 13028, 10040
+    /// or 11051 (default 60 ‰).
+    pub auth_transient: u16,
+    /// A refresh token is refused (default 150 ‰): the client must fall
+    /// back to its credentials.
+    pub refresh_refuse: u16,
+    /// Access tokens live this many seconds, drawn per token (default 5–60).
+    pub token_life: (u64, u64),
+    /// A channel is left out of a subscribe result (default 60 ‰).
+    pub subscribe_omit: u16,
+    /// A subscribe request is answered with an error, transient (10040) or
+    /// not (11050) (default 30 ‰).
+    pub subscribe_error: u16,
+    /// `public/set_heartbeat` is answered with an error (default 150 ‰).
+    pub heartbeat_setup_error: u16,
+    /// `enable_cancel_on_disconnect` is answered with an error (default 50 ‰).
+    pub cod_error: u16,
+    /// The account's credit bucket: burst, in requests (drawn per seed in
+    /// this range; default 4–12) ...
+    pub account_burst: (u32, u32),
+    /// ... and refill, requests per second (default 2–8). Each client's
+    /// rate limit has the same shape; the server's bucket is shared.
+    pub account_refill: (u32, u32),
     /// The server answers a request 1–40 s late (default 50 ‰).
     pub slow_answer: u16,
     /// Mean gap between feed notifications on a subscribed socket
@@ -106,6 +143,15 @@ impl Default for Faults {
             ignore_request: 30,
             ignore_subscribe: 100,
             auth_reject: 10,
+            auth_transient: 60,
+            refresh_refuse: 150,
+            token_life: (5, 60),
+            subscribe_omit: 60,
+            subscribe_error: 30,
+            heartbeat_setup_error: 150,
+            cod_error: 50,
+            account_burst: (4, 12),
+            account_refill: (2, 8),
             slow_answer: 50,
             feed_every: Duration::from_secs(1),
             fatal: true,
@@ -184,8 +230,96 @@ pub struct SimReport {
     pub requests_timed_out: u64,
     /// Requests failed by a disconnect.
     pub requests_failed: u64,
+    /// Requests answered with a JSON-RPC error.
+    pub requests_errored: u64,
+    /// Restores completed (`Restored`), with channels granted / rejected.
+    pub restores: u64,
+    /// Channels granted over all restores.
+    pub channels_granted: u64,
+    /// Channels reported rejected (`SubscriptionRejected`).
+    pub channels_rejected: u64,
+    /// `Authenticated` / `TokenRefreshed` events.
+    pub authentications: u64,
+    /// `TokenRefreshed` events.
+    pub token_refreshes: u64,
+    /// `AuthRetrying` events.
+    pub auth_retries: u64,
+    /// `HeartbeatSetupFailed` events.
+    pub heartbeat_setup_failures: u64,
+    /// Connects held back by a rate limit (a 10028 reached the client).
+    pub rate_limit_holds: u64,
+    /// How often each server fault was drawn.
+    pub faults: FaultCounts,
     /// The readable trace, if [`SimConfig::keep_trace`].
     pub trace: Vec<String>,
+}
+
+/// How many times each Deribit fault was drawn in a seed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Refresh-token grants received.
+    pub refreshes: u64,
+    /// Refresh tokens refused.
+    pub refresh_refused: u64,
+    /// Auth requests answered with a transient error.
+    pub auth_transient: u64,
+    /// Auth requests ignored.
+    pub auth_ignored: u64,
+    /// Auth answers sent late.
+    pub auth_slow: u64,
+    /// Credentials rejected (fatal).
+    pub auth_rejected: u64,
+    /// Private requests that reached the server on an expired token (each
+    /// excused by an obstruction, or a violation).
+    pub private_on_expired_token: u64,
+    /// Requests answered 10028 (the connection was then closed).
+    pub rate_limited: u64,
+    /// Channels left out of a subscribe result.
+    pub channels_omitted: u64,
+    /// `.raw` channels refused for want of authorisation.
+    pub raw_unauthorized: u64,
+    /// Subscribe requests answered with an error.
+    pub subscribe_errors: u64,
+    /// `private/subscribe` refused with 13009 (expired token).
+    pub subscribe_unauthorized: u64,
+    /// Subscribe requests ignored.
+    pub subscribe_ignored: u64,
+    /// `set_heartbeat` answered with an error.
+    pub heartbeat_setup_errors: u64,
+    /// Cancel-on-disconnect acknowledged.
+    pub cod_acks: u64,
+    /// Cancel-on-disconnect answered with an error.
+    pub cod_errors: u64,
+    /// Cancel-on-disconnect requests ignored.
+    pub cod_ignored: u64,
+    /// Connections closed because a `test_request` went unanswered.
+    pub test_request_closes: u64,
+}
+
+impl FaultCounts {
+    /// `(name, count)` for every counter.
+    pub fn named(&self) -> [(&'static str, u64); 18] {
+        [
+            ("refreshes", self.refreshes),
+            ("refresh_refused", self.refresh_refused),
+            ("auth_transient", self.auth_transient),
+            ("auth_ignored", self.auth_ignored),
+            ("auth_slow", self.auth_slow),
+            ("auth_rejected", self.auth_rejected),
+            ("private_on_expired_token", self.private_on_expired_token),
+            ("rate_limited_10028", self.rate_limited),
+            ("channels_omitted", self.channels_omitted),
+            ("raw_unauthorized", self.raw_unauthorized),
+            ("subscribe_errors", self.subscribe_errors),
+            ("subscribe_unauthorized_13009", self.subscribe_unauthorized),
+            ("subscribe_ignored", self.subscribe_ignored),
+            ("heartbeat_setup_errors", self.heartbeat_setup_errors),
+            ("cod_acks", self.cod_acks),
+            ("cod_errors", self.cod_errors),
+            ("cod_ignored", self.cod_ignored),
+            ("test_request_closes", self.test_request_closes),
+        ]
+    }
 }
 
 /// A broken invariant (or a panic) in one seed.

@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --example deribit -- [URL] [--ca-file PEM] [--duration SECS]
 //!                                [--every SECS] [--burst N]
+//!                                [--cancel-on-disconnect] [--json]
 //! ```
 //!
 //! - `URL` defaults to `wss://test.deribit.com/ws/api/v2`.
@@ -15,14 +16,26 @@
 //!   the `public/get_time` period; `--burst N` (default 0) sends N
 //!   `public/test` requests once subscribed, as fast as Deribit's credit
 //!   bucket allows (a rate-limited send waits `retry_after`).
+//! - `--cancel-on-disconnect` (with credentials): enable Deribit's
+//!   cancel-on-disconnect (`private/enable_cancel_on_disconnect`, scope
+//!   `connection`) after every authentication, on every connection.
+//! - `--json`: also print one JSON object per line on stderr for every
+//!   lifecycle and session event, each with an `"event"` field
+//!   (`connecting`, `connected`, `authenticated` with the `grant` used,
+//!   `token_refreshed`, `cancel_on_disconnect`, `subscribed` with the
+//!   `granted` channels, `subscription_rejected` with the `channel` and
+//!   `reason` / `code`, `heartbeat_setup_failed`, `rate_limited`,
+//!   `reconnecting`, `restarted`, `failed`, ...; see
+//!   [`event_json`](zenws_examples::deribit_session::event_json)). The
+//!   human lines stay on stdout. No token or secret is ever printed.
 //!
 //! Try it against the loopback test server: `cargo test -p zenws-examples
 //! --test deribit_session` does exactly that.
 
 use std::time::{Duration, Instant};
 use zenws_core::supervisor::SupervisorConfig;
-use zenws_examples::deribit_session::{DeribitApp, DeribitSetup};
-use zenws_mio::ClientSupervisor;
+use zenws_examples::deribit_session::{connecting_json, event_json, DeribitApp, DeribitSetup};
+use zenws_mio::{ClientEvent, ClientSupervisor};
 
 struct Args {
     url: String,
@@ -30,10 +43,14 @@ struct Args {
     duration: Duration,
     every: Duration,
     burst: u32,
+    cancel_on_disconnect: bool,
+    json: bool,
 }
 
 fn usage() -> ! {
-    eprintln!("usage: deribit [URL] [--ca-file PEM] [--duration SECS] [--every SECS] [--burst N]");
+    eprintln!(
+        "usage: deribit [URL] [--ca-file PEM] [--duration SECS] [--every SECS] [--burst N] [--cancel-on-disconnect] [--json]"
+    );
     std::process::exit(2)
 }
 
@@ -44,6 +61,8 @@ fn parse_args() -> Args {
         duration: Duration::from_secs(30),
         every: Duration::from_secs(5),
         burst: 0,
+        cancel_on_disconnect: false,
+        json: false,
     };
     let mut it = std::env::args().skip(1);
     let secs = |v: Option<String>| -> Duration {
@@ -63,6 +82,8 @@ fn parse_args() -> Args {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or_else(|| usage())
             }
+            "--cancel-on-disconnect" => a.cancel_on_disconnect = true,
+            "--json" => a.json = true,
             "-h" | "--help" => usage(),
             s if s.starts_with("--") => usage(),
             url => a.url = url.into(),
@@ -73,12 +94,18 @@ fn parse_args() -> Args {
 
 fn main() {
     let args = parse_args();
-    let setup = DeribitSetup::from_env();
+    let setup = DeribitSetup {
+        cancel_on_disconnect: args.cancel_on_disconnect,
+        ..DeribitSetup::from_env()
+    };
     if !setup.authenticated() {
         println!(
             "note: DERIBIT_CLIENT_ID / DERIBIT_CLIENT_SECRET not set: public-only, skipping {}",
             setup.private_channel()
         );
+        if args.cancel_on_disconnect {
+            println!("note: --cancel-on-disconnect needs credentials: ignored");
+        }
     }
     let mut config = setup.client_config();
     if let Some(ca) = &args.ca_file {
@@ -120,6 +147,22 @@ fn main() {
         ))
     );
 
+    if args.json {
+        json_line(&connecting_json(&zenws_mio::url::redact(&args.url), &setup));
+    }
+    // Every event: its JSON line on stderr (with --json), its human line on stdout.
+    let json = args.json;
+    let show = move |app: &mut DeribitApp, ev: &ClientEvent| {
+        if json {
+            if let Some(line) = event_json(ev) {
+                json_line(&line);
+            }
+        }
+        if let Some(line) = app.on_event(ev) {
+            println!("{}", app.stamp(&line));
+        }
+    };
+
     let end = Instant::now() + args.duration;
     while Instant::now() < end && !app.is_done() && !sup.is_terminated() {
         let now = Instant::now();
@@ -132,9 +175,7 @@ fn main() {
             break;
         }
         while let Some(ev) = sup.poll_event() {
-            if let Some(line) = app.on_event(&ev) {
-                println!("{}", app.stamp(&line));
-            }
+            show(&mut app, &ev);
         }
         for line in app.tick(&mut sup) {
             println!("{}", app.stamp(&line));
@@ -147,9 +188,7 @@ fn main() {
         while !sup.is_empty() && Instant::now() < deadline {
             let _ = sup.run_once(Some(Duration::from_millis(50)));
             while let Some(ev) = sup.poll_event() {
-                if let Some(line) = app.on_event(&ev) {
-                    println!("{}", app.stamp(&line));
-                }
+                show(&mut app, &ev);
             }
         }
     }
@@ -157,4 +196,12 @@ fn main() {
     if app.stats.failed.is_some() {
         std::process::exit(1);
     }
+}
+
+/// One JSON object per line on stderr, flushed (scripts read it live).
+fn json_line(line: &str) {
+    use std::io::Write as _;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{line}");
+    let _ = err.flush();
 }

@@ -12,15 +12,21 @@
 //! ([`RateLimit::deribit`]). What is left to the application is below:
 //! count data per channel, correlate its own JSON-RPC requests, and wait
 //! `retry_after` when a send is rate limited.
+//!
+//! [`event_json`] is the `--json` view of the same events: one JSON object
+//! per event with an `"event"` field (the CLI's style), pure so tests can
+//! call it. It never carries a token or a secret: the auth answer is
+//! consumed by the client and never reaches the application.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use zenws_core::exchange::deribit::Deribit;
 use zenws_core::json;
 use zenws_core::ratelimit::RateLimit;
-use zenws_core::exchange::deribit::Deribit;
+use zenws_core::session::Rejection;
 use zenws_core::{ExitReason, HeartbeatConfig, SendError};
 use zenws_mio::{ClientConfig, ClientEvent, ClientId, ClientSupervisor, Error};
 
@@ -160,6 +166,24 @@ pub struct Stats {
     pub restarts: u32,
     /// Successful authentications (one per open when authenticated).
     pub authenticated: u32,
+    /// ... of which with the refresh-token grant.
+    pub authenticated_by_refresh: u32,
+    /// Tokens refreshed on an open connection.
+    pub token_refreshes: u32,
+    /// Transient authentication errors retried (`AuthRetrying`).
+    pub auth_retries: u32,
+    /// Cancel-on-disconnect enabled (after an authentication).
+    pub cancel_on_disconnect: u32,
+    /// Cancel-on-disconnect refused or unanswered.
+    pub cancel_on_disconnect_failed: u32,
+    /// Channels the server granted at the last restore.
+    pub granted: Vec<String>,
+    /// Every `SubscriptionRejected`: channel and why.
+    pub rejected: Vec<(String, Rejection)>,
+    /// `public/set_heartbeat` refused (retried by the client).
+    pub heartbeat_setup_failed: u32,
+    /// The server said its rate limit was hit (`RateLimited`, e.g. 10028).
+    pub server_rate_limited: u32,
     /// Subscription restorations (one per open).
     pub restored: u32,
     /// `HeartbeatMissed` events.
@@ -181,6 +205,8 @@ pub struct Stats {
     /// Sends put off because the write queue was full or too many
     /// requests were in flight.
     pub deferred: u64,
+    /// ... answered with a JSON-RPC error (`RequestError`).
+    pub requests_errored: u64,
     /// JSON-RPC error responses (any request).
     pub rpc_errors: u64,
     /// ... of which Deribit's `too_many_requests` (10028).
@@ -201,7 +227,6 @@ impl Stats {
 struct InFlight {
     method: &'static str,
     sent: Instant,
-    error: Option<i64>,
 }
 
 /// The application: reacts to events, sends its periodic request and an
@@ -277,18 +302,82 @@ impl DeribitApp {
                     self.stats.opens
                 ))
             }
-            ClientEvent::Authenticated { .. } => {
+            ClientEvent::Authenticated {
+                refresh,
+                expires_in,
+                ..
+            } => {
                 self.stats.authenticated += 1;
-                Some("authenticated (public/auth)".into())
+                self.stats.authenticated_by_refresh += u32::from(*refresh);
+                Some(format!(
+                    "authenticated (public/auth, {}){}",
+                    grant_name(*refresh),
+                    expires(*expires_in)
+                ))
+            }
+            ClientEvent::TokenRefreshed { expires_in, .. } => {
+                self.stats.token_refreshes += 1;
+                Some(format!("token refreshed{}", expires(*expires_in)))
+            }
+            ClientEvent::AuthRetrying { code, delay, .. } => {
+                self.stats.auth_retries += 1;
+                Some(format!(
+                    "authentication refused for now ({}), retrying in {delay:.1?}",
+                    code.map_or("no code".into(), |c| format!("error {c}"))
+                ))
+            }
+            ClientEvent::AfterAuth { step, error, .. } => {
+                // Deribit's only step after auth is cancel-on-disconnect.
+                let what = if *step == 0 {
+                    "cancel-on-disconnect".to_string()
+                } else {
+                    format!("after-auth step {step}")
+                };
+                Some(match error {
+                    None => {
+                        self.stats.cancel_on_disconnect += 1;
+                        format!("{what} enabled")
+                    }
+                    Some(Some(code)) => {
+                        self.stats.cancel_on_disconnect_failed += 1;
+                        format!("{what} refused: error {code}")
+                    }
+                    Some(None) => {
+                        self.stats.cancel_on_disconnect_failed += 1;
+                        format!("{what}: no answer in time")
+                    }
+                })
+            }
+            ClientEvent::SubscriptionRejected {
+                channel, reason, ..
+            } => {
+                self.stats.rejected.push((channel.clone(), *reason));
+                Some(format!(
+                    "subscription rejected: {channel} ({})",
+                    rejection_text(reason)
+                ))
             }
             ClientEvent::Restored {
                 granted, rejected, ..
             } => {
                 self.stats.restored += 1;
+                self.stats.granted = granted.clone();
                 self.ready = true;
                 Some(format!(
                     "subscribed: {} channel(s) granted, {rejected} rejected",
                     granted.len()
+                ))
+            }
+            ClientEvent::HeartbeatSetupFailed { code, .. } => {
+                self.stats.heartbeat_setup_failed += 1;
+                Some(format!(
+                    "public/set_heartbeat refused (error {code}): asking again shortly"
+                ))
+            }
+            ClientEvent::RateLimited { code, .. } => {
+                self.stats.server_rate_limited += 1;
+                Some(format!(
+                    "server rate limit hit (error {code}): holding sends and reconnects until the credits refill"
                 ))
             }
             ClientEvent::Message { message, .. } => self.on_message(message.as_bytes()),
@@ -328,13 +417,22 @@ impl DeribitApp {
                 let f = self.inflight.remove(request)?;
                 let rtt = f.sent.elapsed();
                 // The periodic request is worth a line; a burst is summarised.
-                (f.method == "public/get_time" || f.error.is_some()).then(|| match f.error {
-                    None => format!("request {request} {} resolved in {rtt:.1?}", f.method),
-                    Some(code) => format!(
-                        "request {request} {} answered error {code} in {rtt:.1?}",
-                        f.method
-                    ),
-                })
+                (f.method == "public/get_time")
+                    .then(|| format!("request {request} {} resolved in {rtt:.1?}", f.method))
+            }
+            ClientEvent::RequestError {
+                request,
+                code,
+                message,
+                ..
+            } => {
+                self.stats.requests_errored += 1;
+                let f = self.inflight.remove(request)?;
+                let rtt = f.sent.elapsed();
+                Some(format!(
+                    "request {request} {} answered error {code} {message:?} in {rtt:.1?}",
+                    f.method
+                ))
             }
             ClientEvent::RequestTimedOut { request, .. } => {
                 self.stats.requests_timed_out += 1;
@@ -382,11 +480,10 @@ impl DeribitApp {
             if code == TOO_MANY_REQUESTS {
                 self.stats.too_many_requests += 1;
             }
-            if let Some(f) = v.id.and_then(|id| self.inflight.get_mut(&id)) {
-                f.error = Some(code);
-            } else {
-                // Not ours (auth, subscribe): the session layer acts on it;
-                // never print the body (it could echo credentials).
+            // Ours: `RequestError` follows with the code and message. The
+            // session's own answers (auth, subscribe) never arrive here.
+            // Never print the body (it could echo a request's params).
+            if !v.id.is_some_and(|id| self.inflight.contains_key(&id)) {
                 return Some(format!("error response {code} to id {:?}", v.id));
             }
         }
@@ -403,14 +500,7 @@ impl DeribitApp {
         let text = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{{}}}}"#);
         let rid = sup.request(self.client, text)?;
         self.stats.requests_sent += 1;
-        self.inflight.insert(
-            rid,
-            InFlight {
-                method,
-                sent: now,
-                error: None,
-            },
-        );
+        self.inflight.insert(rid, InFlight { method, sent: now });
         Ok(rid)
     }
 
@@ -513,9 +603,22 @@ impl DeribitApp {
         );
         let _ = writeln!(
             out,
-            "session: {} authentications, {} subscription restores",
-            s.authenticated, s.restored
+            "session: {} authentications ({} by refresh token), {} token refreshes, {} auth retries, {} subscription restores",
+            s.authenticated, s.authenticated_by_refresh, s.token_refreshes, s.auth_retries, s.restored
         );
+        if s.cancel_on_disconnect + s.cancel_on_disconnect_failed > 0 {
+            let _ = writeln!(
+                out,
+                "cancel-on-disconnect: enabled {} time(s), {} failed",
+                s.cancel_on_disconnect, s.cancel_on_disconnect_failed
+            );
+        }
+        if !s.rejected.is_empty() {
+            let _ = writeln!(out, "subscriptions rejected:");
+            for (ch, why) in &s.rejected {
+                let _ = writeln!(out, "  {ch:<32} {}", rejection_text(why));
+            }
+        }
         let _ = writeln!(out, "messages per channel ({} total):", s.notifications());
         if s.per_channel.is_empty() {
             let _ = writeln!(out, "  (none)");
@@ -525,14 +628,18 @@ impl DeribitApp {
         }
         let _ = writeln!(
             out,
-            "requests: {} sent, {} resolved, {} timed out, {} failed; {} error responses ({} too_many_requests)",
-            s.requests_sent, s.requests_resolved, s.requests_timed_out, s.requests_failed, s.rpc_errors, s.too_many_requests
+            "requests: {} sent, {} resolved, {} answered with an error, {} timed out, {} failed; {} error responses ({} too_many_requests)",
+            s.requests_sent, s.requests_resolved, s.requests_errored, s.requests_timed_out, s.requests_failed, s.rpc_errors, s.too_many_requests
         );
-        let _ = writeln!(out, "rate limited client-side: {} time(s)", s.rate_limited);
         let _ = writeln!(
             out,
-            "heartbeat: {} missed, {} failed",
-            s.heartbeat_missed, s.heartbeat_failed
+            "rate limited: {} time(s) client-side, {} time(s) by the server",
+            s.rate_limited, s.server_rate_limited
+        );
+        let _ = writeln!(
+            out,
+            "heartbeat: {} missed, {} failed, {} setup refusals",
+            s.heartbeat_missed, s.heartbeat_failed, s.heartbeat_setup_failed
         );
         match &s.failed {
             Some((r, d)) => {
@@ -555,4 +662,288 @@ fn paren(detail: &str) -> String {
     } else {
         format!(" ({detail})")
     }
+}
+
+fn grant_name(refresh: bool) -> &'static str {
+    if refresh {
+        "refresh_token"
+    } else {
+        "client_credentials"
+    }
+}
+
+fn expires(expires_in: Option<Duration>) -> String {
+    expires_in.map_or(String::new(), |d| format!(", token valid {d:.0?}"))
+}
+
+/// `refused (error 11050)`, `needs authentication`, ...
+fn rejection_text(r: &Rejection) -> String {
+    match r {
+        Rejection::Refused { code: Some(c) } => format!("refused, error {c}"),
+        Rejection::Refused { code: None } => "refused: not in the server's answer".into(),
+        Rejection::NeedsAuth => "needs an authenticated connection".into(),
+        Rejection::TimedOut => "no answer in time".into(),
+        Rejection::Unsupported => "cannot be subscribed".into(),
+    }
+}
+
+/// The machine-friendly name of a [`Rejection`] (`"reason"` in JSON).
+pub fn rejection_name(r: &Rejection) -> &'static str {
+    match r {
+        Rejection::Refused { .. } => "refused",
+        Rejection::NeedsAuth => "needs_auth",
+        Rejection::TimedOut => "timed_out",
+        Rejection::Unsupported => "unsupported",
+    }
+}
+
+/// One JSON object, built field by field (the CLI's `--json` style).
+struct JsonLine(String);
+
+impl JsonLine {
+    fn new(event: &str) -> Self {
+        let mut s = String::from("{\"event\":");
+        push_json_str(&mut s, event);
+        JsonLine(s)
+    }
+    fn key(&mut self, k: &str) {
+        self.0.push(',');
+        push_json_str(&mut self.0, k);
+        self.0.push(':');
+    }
+    fn str(mut self, k: &str, v: &str) -> Self {
+        self.key(k);
+        push_json_str(&mut self.0, v);
+        self
+    }
+    fn num(mut self, k: &str, v: impl std::fmt::Display) -> Self {
+        self.key(k);
+        let _ = write!(self.0, "{v}");
+        self
+    }
+    fn bool(self, k: &str, v: bool) -> Self {
+        self.num(k, v)
+    }
+    fn list(mut self, k: &str, items: &[String]) -> Self {
+        self.key(k);
+        self.0.push('[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                self.0.push(',');
+            }
+            push_json_str(&mut self.0, item);
+        }
+        self.0.push(']');
+        self
+    }
+    fn opt_num(self, k: &str, v: Option<i64>) -> Self {
+        match v {
+            Some(v) => self.num(k, v),
+            None => self,
+        }
+    }
+    fn detail(self, d: &str) -> Self {
+        if d.is_empty() {
+            self
+        } else {
+            self.str("detail", d)
+        }
+    }
+    fn reason(self, e: &zenws_core::Error) -> Self {
+        self.str("reason", e.name()).str("message", &e.to_string())
+    }
+    fn exit_reason(self, r: &ExitReason) -> Self {
+        let s = match r.error() {
+            Some(e) => self.str("reason", e.name()),
+            None => self.str("reason", "normal"),
+        };
+        let kind = match r {
+            ExitReason::Normal => "normal",
+            ExitReason::RetriesExhausted { .. } => "retries_exhausted",
+            ExitReason::Fatal(_) => "fatal",
+        };
+        s.str("exit", kind).str("message", &r.to_string())
+    }
+    fn done(mut self) -> String {
+        self.0.push('}');
+        self.0
+    }
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    out.push_str(&crate::json_escape(s));
+    out.push('"');
+}
+
+/// The `--json` line announcing the session: `connecting` with the URL as
+/// given (pass it through [`zenws_mio::url::redact`]), the mode
+/// (`authenticated` / `public`), the channels and whether
+/// cancel-on-disconnect is asked for. Never the credentials.
+pub fn connecting_json(shown_url: &str, setup: &DeribitSetup) -> String {
+    JsonLine::new("connecting")
+        .str("url", shown_url)
+        .str(
+            "mode",
+            if setup.authenticated() {
+                "authenticated"
+            } else {
+                "public"
+            },
+        )
+        .list("channels", &setup.channels())
+        .bool(
+            "cancel_on_disconnect",
+            setup.authenticated() && setup.cancel_on_disconnect,
+        )
+        .done()
+}
+
+/// The `--json` line (one JSON object, no newline) for `event`, or `None`
+/// for events that get none (data messages, resolved requests: their
+/// content stays on stdout as human lines).
+///
+/// | event | fields |
+/// |---|---|
+/// | `connected` | |
+/// | `authenticated` | `grant` (`client_credentials` / `refresh_token`), `expires_in_ms` |
+/// | `token_refreshed` | `expires_in_ms` |
+/// | `auth_retrying` | `code`, `delay_ms` |
+/// | `cancel_on_disconnect` | `ok`, and `code` (refused) or `timed_out` |
+/// | `subscribed` | `granted` (the channels the server confirmed), `rejected` (count) |
+/// | `subscription_rejected` | `channel`, `reason` (`refused` / `needs_auth` / `timed_out` / `unsupported`), `code` if the server answered with one |
+/// | `heartbeat_setup_failed` | `code` |
+/// | `rate_limited` | `code` (the server's; sends and reconnects wait for the credits) |
+/// | `request_error` | `request`, `code`, `message` |
+/// | `request_timed_out`, `request_failed` | `request` |
+/// | `disconnected` | `reason`, `message`, `detail` |
+/// | `reconnecting` | `attempt`, `delay_ms`, `reason`, `message`, `detail` |
+/// | `restarted` | `restarts`, `reason`, `exit`, `message` |
+/// | `heartbeat_missed` | `consecutive` |
+/// | `heartbeat_failed`, `stopped` | |
+/// | `failed` | `reason`, `exit`, `message`, `detail` |
+/// | `budget_exhausted` | `restarts`, `window_ms` |
+///
+/// No field ever holds a token or a secret: the events carry none (the
+/// auth answer is consumed by the client, never delivered).
+///
+/// ```
+/// use std::time::Duration;
+/// use zenws_examples::deribit_session::event_json;
+/// use zenws_mio::{ClientEvent, ClientId};
+/// let ev = ClientEvent::Authenticated { id: ClientId(1), refresh: false, expires_in: Some(Duration::from_secs(900)) };
+/// assert_eq!(
+///     event_json(&ev).unwrap(),
+///     r#"{"event":"authenticated","grant":"client_credentials","expires_in_ms":900000}"#
+/// );
+/// ```
+pub fn event_json(event: &ClientEvent) -> Option<String> {
+    let ms = |d: &Duration| d.as_millis();
+    let line = match event {
+        ClientEvent::Opened { .. } => JsonLine::new("connected"),
+        ClientEvent::Authenticated {
+            refresh,
+            expires_in,
+            ..
+        } => {
+            let j = JsonLine::new("authenticated").str("grant", grant_name(*refresh));
+            match expires_in {
+                Some(d) => j.num("expires_in_ms", ms(d)),
+                None => j,
+            }
+        }
+        ClientEvent::TokenRefreshed { expires_in, .. } => {
+            let j = JsonLine::new("token_refreshed");
+            match expires_in {
+                Some(d) => j.num("expires_in_ms", ms(d)),
+                None => j,
+            }
+        }
+        ClientEvent::AuthRetrying { code, delay, .. } => JsonLine::new("auth_retrying")
+            .opt_num("code", *code)
+            .num("delay_ms", ms(delay)),
+        ClientEvent::AfterAuth { step, error, .. } => {
+            let j = if *step == 0 {
+                JsonLine::new("cancel_on_disconnect")
+            } else {
+                JsonLine::new("after_auth").num("step", step)
+            };
+            match error {
+                None => j.bool("ok", true),
+                Some(Some(code)) => j.bool("ok", false).num("code", code),
+                Some(None) => j.bool("ok", false).bool("timed_out", true),
+            }
+        }
+        ClientEvent::Restored {
+            granted, rejected, ..
+        } => JsonLine::new("subscribed")
+            .list("granted", granted)
+            .num("rejected", rejected),
+        ClientEvent::SubscriptionRejected {
+            channel, reason, ..
+        } => {
+            let j = JsonLine::new("subscription_rejected")
+                .str("channel", channel)
+                .str("reason", rejection_name(reason));
+            match reason {
+                Rejection::Refused { code } => j.opt_num("code", *code),
+                _ => j,
+            }
+        }
+        ClientEvent::HeartbeatSetupFailed { code, .. } => {
+            JsonLine::new("heartbeat_setup_failed").num("code", code)
+        }
+        ClientEvent::RateLimited { code, .. } => JsonLine::new("rate_limited").num("code", code),
+        ClientEvent::RequestError {
+            request,
+            code,
+            message,
+            ..
+        } => JsonLine::new("request_error")
+            .num("request", request)
+            .num("code", code)
+            .str("message", message),
+        ClientEvent::RequestTimedOut { request, .. } => {
+            JsonLine::new("request_timed_out").num("request", request)
+        }
+        ClientEvent::RequestFailed { request, .. } => {
+            JsonLine::new("request_failed").num("request", request)
+        }
+        ClientEvent::Disconnected { reason, detail, .. } => {
+            JsonLine::new("disconnected").reason(reason).detail(detail)
+        }
+        ClientEvent::Reconnecting {
+            attempt,
+            delay,
+            reason,
+            detail,
+            ..
+        } => JsonLine::new("reconnecting")
+            .num("attempt", attempt)
+            .num("delay_ms", ms(delay))
+            .reason(reason)
+            .detail(detail),
+        ClientEvent::Restarted {
+            restarts, reason, ..
+        } => JsonLine::new("restarted")
+            .num("restarts", restarts)
+            .exit_reason(reason),
+        ClientEvent::HeartbeatMissed { consecutive, .. } => {
+            JsonLine::new("heartbeat_missed").num("consecutive", consecutive)
+        }
+        ClientEvent::HeartbeatFailed { .. } => {
+            JsonLine::new("heartbeat_failed").reason(&zenws_core::Error::HeartbeatFailed)
+        }
+        ClientEvent::Stopped { .. } => JsonLine::new("stopped"),
+        ClientEvent::Failed { reason, detail, .. } => {
+            JsonLine::new("failed").exit_reason(reason).detail(detail)
+        }
+        ClientEvent::BudgetExhausted { restarts, window } => JsonLine::new("budget_exhausted")
+            .num("restarts", restarts)
+            .num("window_ms", ms(window))
+            .str("reason", "restart_budget_exhausted"),
+        ClientEvent::Message { .. } | ClientEvent::RequestResolved { .. } => return None,
+        _ => return None,
+    };
+    Some(line.done())
 }

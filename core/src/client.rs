@@ -206,7 +206,13 @@ impl<P: Protocol, const SUBS: usize, const CHAN: usize, const REQS: usize>
 
     fn session_mut(&mut self) -> &mut Session<SUBS, CHAN, REQS> {
         if self.session.is_none() {
-            self.session = Some(stored(Session::new(self.session_config)));
+            let mut s = Session::new(self.session_config);
+            if self.conn.is_open() {
+                // Created on an open socket (a first subscription or
+                // request): it starts on it, not at the next reconnect.
+                s.on_open(self.last_now, self.conn.epoch(), &self.protocol);
+            }
+            self.session = Some(stored(s));
         }
         match self.session.as_deref_mut() {
             Some(s) => s,
@@ -378,7 +384,11 @@ impl<P: Protocol, const SUBS: usize, const CHAN: usize, const REQS: usize>
         if self.conn.poll_timeout().is_some_and(|t| t <= now) {
             self.conn.handle_timeout(now);
         }
-        if let Some(s) = self.session.as_deref_mut() {
+        // As in `poll_timeout`: the session's deadlines only run on an open
+        // socket. One that is closing, or ended this very tick (close or
+        // heartbeat timeout), reports nothing more after its
+        // `Disconnected` / `Exited` (its requests fail with it).
+        if let Some(s) = self.session.as_deref_mut().filter(|_| self.conn.is_open()) {
             s.handle_timeout(now);
         }
         self.settle(now);
@@ -440,7 +450,13 @@ impl<P: Protocol, const SUBS: usize, const CHAN: usize, const REQS: usize>
 
     /// When [`Client::handle_timeout`] (or [`Client::poll_transmit`]) is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let s = self.session.as_deref().and_then(|s| s.poll_timeout());
+        // The session only acts on an open socket; while closing, its due
+        // steps would be reported forever (the close ends them anyway).
+        let s = self
+            .session
+            .as_deref()
+            .filter(|_| self.conn.is_open())
+            .and_then(|s| s.poll_timeout());
         earliest(self.conn.poll_timeout(), s)
     }
 
@@ -484,3 +500,7 @@ impl<P: Protocol, const SUBS: usize, const CHAN: usize, const REQS: usize>
         }
     }
 }
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;

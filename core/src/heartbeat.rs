@@ -542,6 +542,84 @@ mod tests {
         );
     }
 
+    fn refused(id: u64) -> std::string::String {
+        std::format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":11050,"message":"bad_request"}}}}"#)
+    }
+
+    fn setup_id(f: Option<Frame>) -> u64 {
+        match f {
+            Some(Frame::DeribitSetHeartbeat { id, interval_secs: 10 }) => id,
+            f => panic!("{f:?}"),
+        }
+    }
+
+    #[test]
+    fn refused_set_heartbeat_is_retried_with_growing_delay_and_never_counted_as_misses() {
+        let mut hb = Heartbeat::new(HeartbeatConfig::deribit(10));
+        let mut id = setup_id(hb.on_open(ms(0)));
+        let mut now = ms(0);
+        let mut delays = std::vec::Vec::new();
+        for _ in 0..8 {
+            now = now + Duration::from_millis(50);
+            let r = hb.on_message(now, refused(id).as_bytes());
+            assert_eq!(
+                r,
+                Inbound { consumed: true, reply: None, setup_failed: Some(11050) }
+            );
+            let due = hb.poll_timeout().unwrap();
+            delays.push(due - now);
+            let early = hb.handle_timeout(Instant::from_nanos(due.as_nanos() - 1));
+            assert_eq!(early, Tick::default());
+            let tick = hb.handle_timeout(due);
+            assert_eq!(tick.missed, None, "the silence of a refused setup is no miss");
+            assert!(!tick.dead);
+            let next = setup_id(tick.send);
+            assert!(next != id && (CORE_ID_BASE..SESSION_ID_BASE).contains(&next));
+            id = next;
+            now = due;
+        }
+        let s = Duration::from_secs;
+        assert_eq!(delays, [s(1), s(2), s(4), s(8), s(10), s(10), s(10), s(10)]);
+        assert_eq!((hb.consecutive_failures(), hb.total_failures()), (0, 0));
+        // A new socket starts the ladder again.
+        let id = setup_id(hb.on_open(ms(100_000)));
+        hb.on_message(ms(100_000), refused(id).as_bytes());
+        assert_eq!(hb.poll_timeout(), Some(ms(101_000)));
+    }
+
+    #[test]
+    fn only_the_current_setup_answer_counts() {
+        let mut hb = Heartbeat::new(HeartbeatConfig::deribit(10));
+        let first = setup_id(hb.on_open(ms(0)));
+        hb.on_message(ms(10), refused(first).as_bytes());
+        let second = setup_id(hb.handle_timeout(ms(1_010)).send);
+        // A repeated error for the first request: consumed, not a second failure.
+        let r = hb.on_message(ms(1_020), refused(first).as_bytes());
+        assert_eq!(r, Inbound { consumed: true, reply: None, setup_failed: None });
+        assert_eq!(hb.poll_timeout(), Some(ms(1_010 + 15_000)), "no retry scheduled");
+        // Success: heartbeats are expected from now on.
+        let ok = std::format!(r#"{{"jsonrpc":"2.0","id":{second},"result":"ok"}}"#);
+        assert_eq!(hb.on_message(ms(1_030), ok.as_bytes()).setup_failed, None);
+    }
+
+    #[test]
+    fn an_unanswered_retry_is_counted_after_interval_and_grace() {
+        let mut hb = Heartbeat::new(HeartbeatConfig::deribit(10));
+        let id = setup_id(hb.on_open(ms(0)));
+        hb.on_message(ms(50), refused(id).as_bytes());
+        setup_id(hb.handle_timeout(ms(1_050)).send);
+        // The server never answers, never sends a heartbeat.
+        assert_eq!(hb.poll_timeout(), Some(ms(16_050)));
+        assert_eq!(hb.handle_timeout(ms(16_050)).missed, Some(1));
+        assert!(hb.handle_timeout(ms(26_050)).dead);
+        // Closing forgets the retry.
+        let mut hb = Heartbeat::new(HeartbeatConfig::deribit(10));
+        let id = setup_id(hb.on_open(ms(0)));
+        hb.on_message(ms(50), refused(id).as_bytes());
+        hb.on_close();
+        assert_eq!(hb.poll_timeout(), None);
+    }
+
     #[test]
     fn custom_strategy_matches_replies() {
         let cfg = HeartbeatConfig {

@@ -384,12 +384,94 @@ mod tests {
     fn deribit_defaults() {
         let l = RateLimit::deribit();
         assert_eq!((l.capacity, l.refill_per_sec), (50_000, 10_000));
-        assert_eq!(l.cost_of(br#"{"method":"private/cancel_all"}"#), 500);
+        // Order entry (cancels included) has a pool of its own, not the shared one.
+        assert_eq!(l.cost_of(br#"{"method":"private/cancel_all"}"#), 0);
+        assert_eq!(l.cost_of(br#"{"method":"private/get_positions"}"#), 500);
+        let mut b = l.buckets();
+        for _ in 0..20 {
+            b.try_acquire(&l, ns(0), br#"{"method":"private/cancel_all"}"#).unwrap();
+        }
+        assert_eq!(
+            b.try_acquire(&l, ns(0), br#"{"method":"private/cancel_all"}"#),
+            Err(Duration::from_millis(200))
+        );
         assert!(is_deribit_matching_engine("/api/v2/private/edit_by_label"));
         assert!(!is_deribit_matching_engine("private/get_positions"));
         let f = RateLimit::flat(20, 5);
         assert_eq!((f.capacity, f.refill_per_sec, f.cost_of(b"x")), (5, 20, 1));
         assert_eq!(f.bucket().available(ns(0)), 5);
+    }
+
+    const QUERY: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"public/get_time"}"#;
+    const ORDER: &[u8] = br#"{"jsonrpc":"2.0","id":2,"method":"private/buy","params":{}}"#;
+    const SUB: &[u8] = br#"{"jsonrpc":"2.0","id":3,"method":"public/subscribe","params":{}}"#;
+
+    #[test]
+    fn drain_empties_every_pool_and_waits_for_the_shared_one() {
+        let l = RateLimit::deribit();
+        let mut b = l.buckets();
+        let t0 = ns(1_000_000_000);
+        // 50,000 credits at 10,000/s: full again in 5 s (orders 4 s, subscribes 3 s).
+        assert_eq!(b.drain(t0), Duration::from_secs(5));
+        assert_eq!(b.try_acquire(&l, t0, QUERY), Err(Duration::from_millis(50)));
+        assert_eq!(b.try_acquire(&l, t0, ORDER), Err(Duration::from_millis(200)));
+        assert_eq!(b.try_acquire(&l, t0, SUB), Err(Duration::from_millis(300)));
+        // Draining twice at the same instant changes nothing.
+        assert_eq!(b.drain(t0), Duration::from_secs(5));
+        // Half-way, half the pool: 50 queries, not 51.
+        let half = ns(3_500_000_000);
+        for _ in 0..50 {
+            b.try_acquire(&l, half, QUERY).unwrap();
+        }
+        assert!(b.try_acquire(&l, half, QUERY).is_err());
+        // A drain later waits for what is missing at that time only.
+        let mut c = l.buckets();
+        for _ in 0..50 {
+            c.try_acquire(&l, t0, QUERY).unwrap();
+        }
+        assert_eq!(c.drain(t0), Duration::from_secs(5), "drained means empty, whatever was left");
+        let full = t0 + Duration::from_secs(5);
+        for _ in 0..100 {
+            c.try_acquire(&l, full, QUERY).unwrap();
+        }
+        assert!(c.try_acquire(&l, full, QUERY).is_err());
+    }
+
+    #[test]
+    fn drain_without_refill_never_waits_forever() {
+        let l = RateLimit::flat(0, 5);
+        let mut b = l.buckets();
+        assert_eq!(b.drain(ns(0)), Duration::ZERO, "a pool that never refills is no reason to hold");
+        assert_eq!(b.try_acquire(&l, ns(0), b"x"), Err(Duration::MAX));
+        let l = RateLimit::flat(10, 5);
+        let mut b = l.buckets();
+        assert_eq!(b.drain(ns(0)), Duration::from_millis(500));
+    }
+
+    fn two(_: &[u8]) -> u32 {
+        2
+    }
+
+    #[test]
+    fn a_message_takes_from_every_pool_or_from_none() {
+        let l = RateLimit {
+            capacity: 10,
+            refill_per_sec: 1,
+            cost: flat_cost,
+            classes: [
+                Some(LimitClass { capacity: 3, refill_per_sec: 1, cost: two }),
+                None,
+            ],
+        };
+        let mut b = l.buckets();
+        b.try_acquire(&l, ns(0), b"m").unwrap();
+        // The class pool has 1 of the 2 credits: refused, and the shared
+        // pool keeps its 9.
+        assert_eq!(b.try_acquire(&l, ns(0), b"m"), Err(Duration::from_secs(1)));
+        assert_eq!(b.shared.available(ns(0)), 9);
+        // Charging never refuses; when short, the shared pool is emptied.
+        b.charge(&l, ns(0), b"m");
+        assert_eq!(b.shared.available(ns(0)), 0);
     }
 
     #[derive(Clone, Debug)]

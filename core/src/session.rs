@@ -282,6 +282,35 @@ pub enum Signal {
     Drop(Error),
 }
 
+/// The refresh token: `Debug` never shows it (a session is logged with `{:?}`).
+struct Secret(heapless::String<REFRESH_TOKEN_CAP>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "None" } else { "<redacted>" })
+    }
+}
+
+impl core::ops::Deref for Secret {
+    type Target = heapless::String<REFRESH_TOKEN_CAP>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl core::ops::DerefMut for Secret {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+/// Own requests in flight at most (auth or after-auth, batches, unsubscribes).
+const OWN: usize = 8;
+/// Subscribe / unsubscribe requests in flight at most: the rest of [`OWN`]
+/// stays free for authentication and its steps, so no request is ever
+/// evicted from the table (its channels would never be confirmed).
+const OWN_BATCHES: usize = OWN - 2;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ChanState {
     /// To be subscribed on this socket.
@@ -360,14 +389,14 @@ pub struct Session<const SUBS: usize = 16, const CHAN: usize = 64, const REQS: u
     /// User requests in flight.
     requests: Requests<REQS>,
     /// The session's own requests in flight: id, what, deadline.
-    own: heapless::Vec<(u64, Own, Instant), 8>,
+    own: heapless::Vec<(u64, Own, Instant), OWN>,
     events: Deque<SessionEvent, 16>,
     /// Requests that ended without a response, waiting to be reported:
     /// `(id, timed_out)`. Up to `REQS` settle at once (a disconnect), more
     /// than `events` holds, so they are reported from here one by one and
     /// never dropped; `track_request` keeps in flight + settled ≤ `REQS`.
     settled: Deque<(u64, bool), REQS>,
-    refresh_token: heapless::String<REFRESH_TOKEN_CAP>,
+    refresh_token: Secret,
     refresh_at: Option<Instant>,
     /// Current delay for retrying a transient failure.
     retry: Duration,
@@ -393,7 +422,7 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
             own: heapless::Vec::new(),
             events: Deque::new(),
             settled: Deque::new(),
-            refresh_token: heapless::String::new(),
+            refresh_token: Secret(heapless::String::new()),
             refresh_at: None,
             retry: config.retry_delay,
             restored: None,
@@ -520,6 +549,11 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
 
     /// A socket opened: start the on-open steps.
     pub fn on_open<P: Protocol + ?Sized>(&mut self, now: Instant, epoch: Epoch, protocol: &P) {
+        if epoch == self.epoch && self.phase != Phase::Down {
+            // This socket was already started (the session was created on
+            // it before its `Opened` was seen): nothing to restart.
+            return;
+        }
         self.epoch = epoch;
         self.authenticated = false;
         self.refresh_at = None;
@@ -568,6 +602,13 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
             log::warn!("zenws-core: session event queue full, dropping oldest");
             self.events.pop_front();
         }
+    }
+
+    fn batches_in_flight(&self) -> usize {
+        self.own
+            .iter()
+            .filter(|&&(_, what, _)| matches!(what, Own::Subscribe | Own::Unsubscribe))
+            .count()
     }
 
     fn track_own(&mut self, now: Instant, id: u64, what: Own) {
@@ -655,6 +696,10 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
                     if now < at {
                         return None;
                     }
+                    if self.batches_in_flight() >= OWN_BATCHES {
+                        // Wait for answers (an input) before sending more.
+                        return None;
+                    }
                     if let Some(t) = self.next_unsubscribe(now, protocol, out) {
                         return Some(t);
                     }
@@ -726,8 +771,9 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
                 self.reject(i, Rejection::NeedsAuth);
                 continue;
             }
-            private = Some(kind == ChannelKind::Private);
-            break;
+            // Keep scanning: every channel that needs authentication is
+            // rejected here, so none rides in the batch below.
+            private.get_or_insert(kind == ChannelKind::Private);
         }
         let private = private?;
         let id = self.own_id();
@@ -885,6 +931,12 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
             self.own_answer(now, id, what, &view, protocol);
             return true;
         }
+        if id >= SESSION_ID_BASE {
+            // A late or repeated answer to one of the session's own
+            // requests (e.g. a refresh that timed out): it may carry
+            // tokens, and no user request can have this id.
+            return true;
+        }
         if id >= CORE_ID_BASE || !self.requests.resolve(id) {
             return false;
         }
@@ -1029,11 +1081,13 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
         let step = match self.phase {
             Phase::Auth { at, .. } | Phase::AfterAuth { at, .. } => Some(at),
             Phase::Subscribing { at } => {
-                let work = self.restoring
-                    || self
-                        .channels
-                        .iter()
-                        .any(|c| c.state == ChanState::Leaving(0));
+                // Only when there is something to send: a past `at` while
+                // waiting for answers would make the caller spin.
+                let work = self.batches_in_flight() < OWN_BATCHES
+                    && self.channels.iter().any(|c| {
+                        (self.restoring && c.state == ChanState::Idle)
+                            || c.state == ChanState::Leaving(0)
+                    });
                 earliest(work.then_some(at), self.refresh_at)
             }
             Phase::Down | Phase::Waiting => None,

@@ -74,11 +74,60 @@ mod tests {
     use super::*;
     use crate::json;
 
+    use crate::exchange::{ChannelKind, Grant, NoProtocol};
+    use std::string::String;
+
     #[test]
     fn result_null_grants_all_error_refuses_all() {
         let ok = json::scan(br#"{"result":null,"id":1}"#).unwrap();
         assert!(Binance.granted(&ok, "btcusdt@trade"));
         assert_eq!(Binance.classify(2), ErrorClass::Fatal);
         assert_eq!(Binance.classify(-1003), ErrorClass::RateLimited);
+        assert_eq!(Binance.classify(429), ErrorClass::RateLimited);
+        assert_eq!(Binance.classify(-1001), ErrorClass::Transient);
+        assert_eq!(Binance.classify(-1007), ErrorClass::Transient);
+        assert_eq!(Binance.classify(0), ErrorClass::Fatal);
+    }
+
+    #[test]
+    fn renders_only_stream_requests() {
+        let mut out = String::new();
+        Binance
+            .render(9, &Request::Unsubscribe { channels: &["btcusdt@trade"], private: false }, &mut out)
+            .unwrap();
+        assert_eq!(out, r#"{"method":"UNSUBSCRIBE","params":["btcusdt@trade"],"id":9}"#);
+        assert!(Binance.render(1, &Request::Authenticate(Grant::Credentials), &mut out).is_err());
+        assert!(Binance.render(1, &Request::AfterAuth(0), &mut out).is_err());
+        assert!(!Binance.authenticates());
+        assert_eq!(Binance.after_auth_steps(), 0);
+        assert_eq!(Binance.channel_kind("btcusdt@trade"), ChannelKind::Public);
+        assert_eq!(Binance.auth_answer(b"{}").expires_in, None);
+    }
+
+    #[test]
+    fn rate_limit_and_heartbeat() {
+        let l = rate_limit();
+        let mut b = l.buckets();
+        let t0 = crate::Instant::ZERO;
+        for _ in 0..MESSAGES_PER_SEC {
+            b.try_acquire(&l, t0, b"{}").unwrap();
+        }
+        assert_eq!(b.try_acquire(&l, t0, b"{}"), Err(Duration::from_millis(200)));
+        assert!(heartbeat().detection_bound().is_some());
+    }
+
+    #[test]
+    fn optional_and_borrowed_protocols_delegate() {
+        let none: Option<Binance> = None;
+        let mut out = String::new();
+        let req = Request::Subscribe { channels: &["a"], private: false };
+        assert!(none.render(1, &req, &mut out).is_err());
+        assert!(NoProtocol.render(1, &req, &mut out).is_err());
+        assert_eq!(none.classify(-1003), ErrorClass::Fatal);
+        let some = Some(Binance);
+        some.render(1, &req, &mut out).unwrap();
+        assert_eq!(some.classify(-1003), ErrorClass::RateLimited);
+        let by_ref = &Binance;
+        assert_eq!(by_ref.classify(-1001), ErrorClass::Transient);
     }
 }

@@ -418,6 +418,87 @@ mod tests {
     }
 
     #[test]
+    fn debug_never_shows_credentials_or_tokens() {
+        let d = Deribit::with_credentials("my-client-id", "my-secret").unwrap();
+        let shown = format!("{d:?} {:?}", d.clone().cancel_on_disconnect(true));
+        assert!(!shown.contains("my-secret") && !shown.contains("my-client-id"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(format!("{:?}", Deribit::public()).contains("credentials: None"));
+        let g = Grant::Refresh("refresh-secret");
+        assert_eq!(format!("{g:?}"), "refresh_token");
+        assert_eq!(format!("{:?}", Grant::Credentials), "client_credentials");
+        let r = Request::Authenticate(g);
+        assert!(!format!("{r:?}").contains("refresh-secret"), "{r:?}");
+        let a = AuthAnswer { expires_in: Some(Duration::from_secs(1)), refresh_token: Some("tok-secret") };
+        assert!(!format!("{a:?}").contains("tok-secret"), "{a:?}");
+    }
+
+    #[test]
+    fn credentials_are_bounded_and_escaped() {
+        assert_eq!(
+            Deribit::with_credentials(&"x".repeat(CREDENTIAL_CAP + 1), "s").unwrap_err(),
+            CredentialTooLong
+        );
+        assert_eq!(
+            Deribit::with_credentials("i", &"x".repeat(CREDENTIAL_CAP + 1)).unwrap_err(),
+            CredentialTooLong
+        );
+        assert!(Deribit::with_credentials(&"x".repeat(CREDENTIAL_CAP), "s").is_ok());
+        let d = Deribit::with_credentials("a\\b", "c\nd").unwrap();
+        let mut out = String::new();
+        d.render(1, &Request::Authenticate(Grant::Credentials), &mut out).unwrap();
+        assert!(json::scan(out.as_bytes()).is_ok(), "{out}");
+        assert!(out.contains(r#""client_id":"a\\b","client_secret":"c\u000ad""#), "{out}");
+        // Channel names are escaped too.
+        out.clear();
+        d.render(2, &Request::Unsubscribe { channels: &["a\"b", "c"], private: false }, &mut out).unwrap();
+        assert_eq!(
+            out,
+            r#"{"jsonrpc":"2.0","id":2,"method":"public/unsubscribe","params":{"channels":["a\"b","c"]}}"#
+        );
+    }
+
+    #[test]
+    fn error_classes_and_channel_kinds() {
+        for code in [10040, 10041, 10047, 11051, 11094, 13028, 13888, -32000] {
+            assert_eq!(classify(code), ErrorClass::Transient, "{code}");
+        }
+        assert_eq!(classify(10028), ErrorClass::RateLimited);
+        for code in [13004, 13009, 11050, 0, -32602, 10029] {
+            assert_eq!(classify(code), ErrorClass::Fatal, "{code}");
+        }
+        let d = Deribit::public();
+        assert_eq!(d.channel_kind("user.orders.any.any.raw"), ChannelKind::Private);
+        assert_eq!(d.channel_kind("user.portfolio.btc"), ChannelKind::Private);
+        assert_eq!(d.channel_kind("trades.BTC-PERPETUAL.raw"), ChannelKind::NeedsAuth);
+        assert_eq!(d.channel_kind("book.BTC-PERPETUAL.100ms"), ChannelKind::Public);
+        assert_eq!(d.channel_kind("deribit_price_index.btc_usd"), ChannelKind::Public);
+        assert!(!d.authenticates());
+        assert_eq!(d.after_auth_steps(), 0);
+        assert!(d.cancel_on_disconnect(true).cancels_on_disconnect());
+    }
+
+    #[test]
+    fn granted_only_when_listed() {
+        let d = Deribit::public();
+        let v = json::scan(br#"{"id":1,"result":["a.1","b.2"]}"#).unwrap();
+        assert!(d.granted(&v, "a.1") && d.granted(&v, "b.2"));
+        assert!(!d.granted(&v, "a"), "no prefix match");
+        assert!(!d.granted(&json::scan(br#"{"id":1,"result":[]}"#).unwrap(), "a.1"));
+        assert!(!d.granted(&json::scan(br#"{"id":1,"result":null}"#).unwrap(), "a.1"));
+    }
+
+    #[test]
+    fn subscribe_costs_its_own_pool_not_the_shared_one() {
+        assert_eq!(cost(br#"{"id":1,"method":"public/subscribe","params":{}}"#), 0);
+        assert_eq!(cost(br#"{"id":1,"method":"private/subscribe","params":{}}"#), 0);
+        assert_eq!(cost(br#"{"id":1,"method":"public/unsubscribe","params":{}}"#), REQUEST_COST);
+        assert_eq!(subscribe_cost(br#"{"id":1,"method":"public/subscribe"}"#), SUBSCRIBE_COST);
+        assert_eq!(order_cost(br#"{"id":1,"method":"private/edit"}"#), 1);
+        assert_eq!(order_cost(br#"{"id":1,"method":"public/subscribe"}"#), 0);
+    }
+
+    #[test]
     fn auth_answer_reads_lifetime_and_refresh_token() {
         let d = Deribit::public();
         let a = d.auth_answer(br#"{"access_token":"a","expires_in":900,"refresh_token":"r","scope":"x"}"#);

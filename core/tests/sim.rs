@@ -103,7 +103,10 @@ fn the_simulation_exercises_the_faults() {
     let cfg = config();
     let (mut opens, mut reconnects, mut restarts, mut escalations, mut dead) = (0, 0, 0, 0, 0);
     let (mut failed, mut timed_out, mut rejected) = (0, 0, 0);
-    for seed in 0..100 {
+    let (mut refreshed, mut retried, mut restores, mut refused, mut holds, mut setup) =
+        (0, 0, 0, 0, 0, 0);
+    let mut faults = std::collections::BTreeMap::new();
+    for seed in 0..200 {
         let r = run_seed(seed, &cfg).unwrap_or_else(|_| panic!("{}", explain(seed, &cfg)));
         opens += r.opens;
         reconnects += r.reconnects;
@@ -113,6 +116,15 @@ fn the_simulation_exercises_the_faults() {
         failed += r.sends_failed + r.requests_failed;
         timed_out += r.requests_timed_out;
         rejected += r.sends_rejected;
+        refreshed += r.token_refreshes;
+        retried += r.auth_retries;
+        restores += r.restores;
+        refused += r.channels_rejected;
+        holds += r.rate_limit_holds;
+        setup += r.heartbeat_setup_failures;
+        for (name, n) in r.faults.named() {
+            *faults.entry(name).or_insert(0) += n;
+        }
     }
     for (what, n) in [
         ("opens", opens),
@@ -123,8 +135,18 @@ fn the_simulation_exercises_the_faults() {
         ("failed sends/requests", failed),
         ("timed-out requests", timed_out),
         ("rejected sends", rejected),
+        ("token refreshes", refreshed),
+        ("auth retries", retried),
+        ("restores", restores),
+        ("rejected channels", refused),
+        ("connects held by a 10028", holds),
+        ("heartbeat setup failures", setup),
     ] {
-        assert!(n > 0, "100 seeds never produced any {what}");
+        assert!(n > 0, "200 seeds never produced any {what}");
+    }
+    println!("server faults over 200 seeds: {faults:?}");
+    for (name, n) in faults {
+        assert!(n > 0, "200 seeds never drew the server fault {name}");
     }
 }
 
@@ -210,4 +232,23 @@ fn every_pending_request_is_reported_on_disconnect_and_timeout() {
         .count();
     assert_eq!(n, 20);
     assert_eq!(s.pending_requests(), 0);
+}
+
+/// `SEED=n cargo test -p zenws-core --test sim replay_one -- --ignored --nocapture`:
+/// the full trace of one seed with the `cargo test` configuration.
+#[test]
+#[ignore]
+fn replay_one() {
+    let seed = std::env::var("SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let cfg = SimConfig {
+        keep_trace: true,
+        ..config()
+    };
+    match run_seed(seed, &cfg) {
+        Ok(r) => r.trace.iter().for_each(|l| println!("{l}")),
+        Err(v) => {
+            v.trace.iter().for_each(|l| println!("{l}"));
+            panic!("{v}");
+        }
+    }
 }

@@ -99,8 +99,10 @@ pub(crate) struct OpenSocket {
     /// Channel indices reported with `SubscriptionRejected`.
     pub(crate) rejected: Vec<usize>,
     pub(crate) restored: bool,
-    /// The session's requests on this socket: (id, sent at, answered at).
-    pub(crate) own: Vec<(u64, Instant, Option<Instant>)>,
+    /// The session's requests on this socket not answered yet: (id, sent at).
+    pub(crate) own: Vec<(u64, Instant)>,
+    /// The last answer to one of them.
+    last_answer: Instant,
 }
 
 impl OpenSocket {
@@ -113,18 +115,20 @@ impl OpenSocket {
             rejected: Vec::new(),
             restored: false,
             own: Vec::new(),
+            last_answer: now,
         }
     }
 
     /// The session sent its request `id`.
     pub(crate) fn sent(&mut self, id: u64, now: Instant) {
-        self.own.push((id, now, None));
+        self.own.push((id, now));
     }
 
     /// An answer to `id` reached the client.
     pub(crate) fn answered(&mut self, id: u64, now: Instant) {
-        if let Some(o) = self.own.iter_mut().find(|o| o.0 == id && o.2.is_none()) {
-            o.2 = Some(now);
+        if let Some(k) = self.own.iter().position(|o| o.0 == id) {
+            self.own.swap_remove(k);
+            self.last_answer = self.last_answer.max(now);
         }
     }
 
@@ -143,14 +147,12 @@ impl OpenSocket {
     /// deadline passed counted as answered at their deadline. `None` while
     /// a request is still legitimately in flight.
     pub(crate) fn quiet_since(&self, now: Instant, request_timeout: Duration) -> Option<Instant> {
-        let mut last = self.opened_at;
-        for &(_, sent, answered) in &self.own {
-            let t = match answered {
-                Some(a) => a,
-                None if sent + request_timeout > now => return None,
-                None => sent + request_timeout,
-            };
-            last = last.max(t);
+        let mut last = self.opened_at.max(self.last_answer);
+        for &(_, sent) in &self.own {
+            if sent + request_timeout > now {
+                return None;
+            }
+            last = last.max(sent + request_timeout);
         }
         Some(last)
     }
@@ -237,8 +239,8 @@ pub(crate) struct Ledger {
     sends: Vec<(u64, Send)>,
     last_delivered: Option<u64>,
     requests: Vec<u64>,
-    /// Ids of the session's own requests.
-    own_ids: Vec<u64>,
+    /// The session's own requests sent (their ids are in its reserved range).
+    own_sent: u64,
     pub(crate) accepted: u64,
     pub(crate) delivered: u64,
     pub(crate) rejected: u64,
@@ -351,13 +353,14 @@ impl Ledger {
 
     /// The session sent its own request `id`.
     pub(crate) fn own(&mut self, id: u64) {
-        self.own_ids.push(id);
+        debug_assert!(id >= crate::session::SESSION_ID_BASE);
+        self.own_sent += 1;
     }
 
     /// An outcome for request `id`: it must be pending, and settles it.
     pub(crate) fn outcome(&mut self, id: u64, what: &str) -> Check {
         let Some(i) = self.requests.iter().position(|&r| r == id) else {
-            let whose = if self.own_ids.contains(&id) {
+            let whose = if id >= crate::session::SESSION_ID_BASE {
                 "the session's own request"
             } else {
                 "no pending request"

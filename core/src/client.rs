@@ -174,7 +174,13 @@ impl<P: Protocol, const SUBS: usize, const CHAN: usize, const REQS: usize>
     Client<P, SUBS, CHAN, REQS>
 {
     /// A client in [`State::Idle`]; call [`Client::connect`] to start.
-    pub fn new(config: ConnectionConfig, session: SessionConfig, protocol: P) -> Self {
+    ///
+    /// Without a rate limit in `config`, the protocol's published one
+    /// ([`Protocol::rate_limit`]) applies.
+    pub fn new(mut config: ConnectionConfig, session: SessionConfig, protocol: P) -> Self {
+        if config.rate_limit.is_none() {
+            config.rate_limit = protocol.rate_limit();
+        }
         let mut c = Client {
             conn: Connection::new(config),
             protocol,
@@ -473,7 +479,9 @@ impl<P: Protocol, const SUBS: usize, const CHAN: usize, const REQS: usize>
                     log::debug!("zenws-core: rate limited by the server, holding {wait:?}");
                 }
                 Signal::Drop(error) => {
-                    let code = if error.is_transient() { 1000 } else { 1008 };
+                    // 1008 (policy violation): refused credentials; 1011:
+                    // the session could not proceed (no answer in time).
+                    let code = if error.is_transient() { 1011 } else { 1008 };
                     self.conn.abort(now, self.conn.epoch(), error, code);
                 }
             }

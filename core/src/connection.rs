@@ -686,6 +686,11 @@ impl Connection {
                     return self.abort_and_lose(now, Error::HeartbeatFailed, 1011);
                 }
                 if let Some(frame) = tick.send {
+                    // A retried `set_heartbeat` is a request the server
+                    // charges, like the first one (pings are not).
+                    if matches!(frame, Frame::DeribitSetHeartbeat { .. }) {
+                        self.charge(now, &frame);
+                    }
                     self.push_action(Action::Send {
                         epoch: self.epoch,
                         frame,

@@ -402,6 +402,8 @@ pub struct Session<const SUBS: usize = 16, const CHAN: usize = 64, const REQS: u
     retry: Duration,
     /// `Restored` to report once every rejection has been.
     restored: Option<SessionEvent>,
+    /// A channel may have a rejection not yet reported.
+    unreported: bool,
     throttle: bool,
     drop: Option<Error>,
 }
@@ -426,6 +428,7 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
             refresh_at: None,
             retry: config.retry_delay,
             restored: None,
+            unreported: false,
             throttle: false,
             drop: None,
         }
@@ -834,6 +837,7 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
             reason,
             reported: false,
         };
+        self.unreported = true;
     }
 
     fn check_restored(&mut self) {
@@ -1141,7 +1145,14 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
         if let Some(e) = self.events.pop_front() {
             return Some(e);
         }
-        for (index, c) in self.channels.iter_mut().enumerate() {
+        // Scanned only while a rejection may be unreported: this runs after
+        // every delivered message.
+        for (index, c) in self
+            .channels
+            .iter_mut()
+            .enumerate()
+            .take(if self.unreported { SUBS } else { 0 })
+        {
             if let ChanState::Rejected {
                 reason,
                 reported: false,
@@ -1158,6 +1169,7 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
                 });
             }
         }
+        self.unreported = false;
         if let Some(e) = self.restored.take() {
             return Some(e);
         }

@@ -44,6 +44,10 @@ impl Protocol for Binance {
     fn classify(&self, code: i64) -> ErrorClass {
         classify(code)
     }
+
+    fn rate_limit(&self) -> Option<RateLimit> {
+        Some(rate_limit())
+    }
 }
 
 /// Binance's error classes: -1003 (too many requests) and 429 are rate

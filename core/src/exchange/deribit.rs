@@ -173,6 +173,10 @@ impl Protocol for Deribit {
         classify(code)
     }
 
+    fn rate_limit(&self) -> Option<RateLimit> {
+        Some(rate_limit())
+    }
+
     fn channel_kind(&self, channel: &str) -> ChannelKind {
         if channel.starts_with("user.") {
             ChannelKind::Private

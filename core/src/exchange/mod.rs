@@ -51,6 +51,7 @@ pub mod binance;
 pub mod deribit;
 
 use crate::json::{self, JsonRpcView};
+use crate::ratelimit::RateLimit;
 use core::fmt;
 use core::time::Duration;
 
@@ -191,6 +192,14 @@ pub trait Protocol {
         let _ = channel;
         ChannelKind::Public
     }
+
+    /// The exchange's published rate limit, used when the connection has
+    /// none configured (`ConnectionConfig::rate_limit: None`), so a server
+    /// rate-limit answer can hold the client until the credits refill.
+    /// Default: none.
+    fn rate_limit(&self) -> Option<RateLimit> {
+        None
+    }
 }
 
 /// No exchange session: the client is a plain supervised WebSocket. Its
@@ -229,6 +238,9 @@ macro_rules! delegate {
             fn channel_kind(&self, channel: &str) -> ChannelKind {
                 (**self).channel_kind(channel)
             }
+            fn rate_limit(&self) -> Option<RateLimit> {
+                (**self).rate_limit()
+            }
         }
     )*};
 }
@@ -262,6 +274,9 @@ impl<P: Protocol> Protocol for Option<P> {
     }
     fn channel_kind(&self, channel: &str) -> ChannelKind {
         self.as_ref().map_or(ChannelKind::Public, |p| p.channel_kind(channel))
+    }
+    fn rate_limit(&self) -> Option<RateLimit> {
+        self.as_ref().and_then(|p| p.rate_limit())
     }
 }
 

@@ -15,10 +15,12 @@ use zenws_core::ConnectionConfig;
 /// ping heartbeat every 15 s with a 10 s pong timeout and a threshold of 2,
 /// no idle timeout, 16 MiB max message, 4 MiB max pending writes, no rate
 /// limit, restart type transient. Reads go through one 64 KiB buffer shared by
-/// the thread's connections: an idle connection holds no read buffer.
+/// the thread's connections: an idle connection holds no read buffer; at
+/// most 256 KiB are read per connection per loop turn, and at most 8 MiB of
+/// received events wait per client (see [`ClientConfig::inbound_queue_limit`]).
 ///
 /// Header values are secrets (tokens, API keys): `Debug` prints only names.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ClientConfig {
     /// The core's lifecycle, retry, heartbeat, limits and rate limit.
     pub connection: ConnectionConfig,
@@ -40,6 +42,46 @@ pub struct ClientConfig {
     pub tls: TlsRoots,
     /// Restart type under a supervisor.
     pub restart: RestartType,
+    /// Bound on the bytes of this client's received events waiting in the
+    /// supervisor's queue (each event counts its payload plus
+    /// [`EVENT_OVERHEAD`](crate::supervisor::EVENT_OVERHEAD)). At or above
+    /// it the socket is not read: TCP backpressure slows the peer, nothing
+    /// is dropped, and reading resumes once the application has drained
+    /// the client's queue to half the bound. A message is never refused
+    /// once decoded, so the queue may exceed the bound by one message (a
+    /// message larger than the bound is still delivered). While reading is
+    /// paused this way on an open connection, the client's timers
+    /// (heartbeat misses, idle and request timeouts) are held: its answers
+    /// may be sitting unread. The supervisor has an overall bound too
+    /// ([`ClientSupervisor::set_inbound_queue_limit`](crate::ClientSupervisor::set_inbound_queue_limit)).
+    /// Default 8 MiB; 0 counts as 1.
+    pub inbound_queue_limit: usize,
+    /// Most bytes read from this client's socket per loop turn; the rest is
+    /// read in the next turns (after every other ready client had its
+    /// turn), so one flooding peer cannot starve the others nor fill memory
+    /// in one go. Default 256 KiB.
+    pub read_budget: usize,
+}
+
+/// [`ClientConfig::inbound_queue_limit`]'s default: 8 MiB.
+pub const DEFAULT_INBOUND_QUEUE_LIMIT: usize = 8 << 20;
+/// [`ClientConfig::read_budget`]'s default: 256 KiB.
+pub const DEFAULT_READ_BUDGET: usize = 256 << 10;
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connection: ConnectionConfig::default(),
+            session: SessionConfig::default(),
+            protocol: None,
+            subscriptions: Vec::new(),
+            headers: Vec::new(),
+            tls: TlsRoots::default(),
+            restart: RestartType::default(),
+            inbound_queue_limit: DEFAULT_INBOUND_QUEUE_LIMIT,
+            read_budget: DEFAULT_READ_BUDGET,
+        }
+    }
 }
 
 impl ClientConfig {
@@ -83,6 +125,8 @@ impl fmt::Debug for ClientConfig {
             .field("headers", &headers)
             .field("tls", &self.tls)
             .field("restart", &self.restart)
+            .field("inbound_queue_limit", &self.inbound_queue_limit)
+            .field("read_budget", &self.read_budget)
             .finish()
     }
 }

@@ -10,10 +10,10 @@ use crate::error::ClientId;
 use crate::event::{ClientEvent, Message};
 use crate::dial::Dial;
 use crate::resolve::Resolver;
+use crate::supervisor::{Inbox, Owner};
 use crate::transport::{EventSink, Transport, TransportConfig, TransportEvent};
 use crate::url::Target;
 use mio::Registry;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use zenws_core::client::{Client, ClientEvent as CoreEvent};
@@ -38,7 +38,7 @@ pub(crate) struct Ctx<'a> {
     pub registry: &'a Registry,
     pub resolver: &'a mut Option<Resolver>,
     pub waker: &'a Arc<mio::Waker>,
-    pub events: &'a mut VecDeque<ClientEvent>,
+    pub events: &'a mut Inbox,
     /// Scratch for rendering session messages (never logged: it may hold
     /// credentials).
     pub text: &'a mut String,
@@ -60,6 +60,8 @@ pub(crate) struct Slot {
     pub detail: String,
     /// The user asked for a stop: never restart.
     pub stopping: bool,
+    /// This slot's account in the event queue (the inbound bound).
+    pub owner: Owner,
     /// The incarnation ended while events were drained inside a read.
     exit: Option<ExitReason>,
 }
@@ -71,7 +73,7 @@ struct Sink<'a> {
     slot: Core<'a>,
     now: Instant,
     epoch: Epoch,
-    events: &'a mut VecDeque<ClientEvent>,
+    events: &'a mut Inbox,
     /// The connection's end (closed or failed), handled after the read.
     end: Option<TransportEvent>,
 }
@@ -80,6 +82,7 @@ struct Sink<'a> {
 /// borrowed apart from the transport.
 struct Core<'a> {
     id: ClientId,
+    owner: Owner,
     client: &'a mut DriverClient,
     detail: &'a mut String,
     exit: &'a mut Option<ExitReason>,
@@ -108,18 +111,23 @@ impl EventSink for Sink<'_> {
         if client.handle_message(now, epoch, message.as_bytes()) == Delivery::Deliver {
             // Lifecycle (Opened) and session events this read caused come first.
             self.slot.emit(self.events);
-            self.events.push_back(ClientEvent::Message {
+            let ev = ClientEvent::Message {
                 id: self.slot.id,
                 message,
-            });
+            };
+            self.events.push(self.slot.owner, ev);
         }
+    }
+
+    fn full(&self) -> bool {
+        self.events.is_full(self.slot.owner)
     }
 }
 
 impl Core<'_> {
     /// Turn the machine's events into client events. Returns whether there
     /// were any.
-    fn emit(&mut self, events: &mut VecDeque<ClientEvent>) -> bool {
+    fn emit(&mut self, events: &mut Inbox) -> bool {
         let id = self.id;
         let mut any = false;
         while let Some(e) = self.client.poll_event() {
@@ -159,7 +167,9 @@ impl Core<'_> {
                 },
                 CoreEvent::Session(e) => self.session_event(e),
             };
-            events.extend(out);
+            if let Some(ev) = out {
+                events.push(self.owner, ev);
+            }
         }
         any
     }
@@ -244,6 +254,7 @@ impl Slot {
         target: Target,
         config: Arc<ClientConfig>,
         tcfg: Arc<TransportConfig>,
+        owner: Owner,
     ) -> Slot {
         // Each client its own jitter seed, so a server restart doesn't get a
         // thundering herd of reconnects at the same instant.
@@ -267,6 +278,7 @@ impl Slot {
             deadline: None,
             detail: String::new(),
             stopping: false,
+            owner,
             exit: None,
         }
     }
@@ -311,6 +323,7 @@ impl Slot {
         let epoch = self.client.epoch();
         let Slot {
             id,
+            owner,
             client,
             transport,
             detail,
@@ -323,6 +336,7 @@ impl Slot {
         let mut sink = Sink {
             slot: Core {
                 id: *id,
+                owner: *owner,
                 client,
                 detail,
                 exit,
@@ -355,6 +369,7 @@ impl Slot {
     fn core(&mut self) -> Core<'_> {
         Core {
             id: self.id,
+            owner: self.owner,
             client: &mut self.client,
             detail: &mut self.detail,
             exit: &mut self.exit,

@@ -1,13 +1,46 @@
 //! `ClientSupervisor`: many supervised clients on one thread.
 //!
 //! One `mio::Poll`, a `slab` of clients keyed by `Token`, one timer heap.
-//! Each loop turn reads the clock once, handles readiness (drain until
-//! `WouldBlock`), due timers, DNS answers and cross-thread commands, and
-//! lets every touched client's cores decide. Exits go to the OTP-style
-//! supervisor core: one-for-one restarts, restart intensity, escalation.
+//! Each loop turn reads the clock once, handles readiness, due timers, DNS
+//! answers and cross-thread commands, and lets every touched client's cores
+//! decide. Exits go to the OTP-style supervisor core: one-for-one restarts,
+//! restart intensity, escalation.
+//!
+//! # Inbound bounds
+//!
+//! Reads are bounded twice, so a peer flooding messages cannot fill memory
+//! nor starve the other clients:
+//!
+//! - per readiness event: at most [`ClientConfig::read_budget`] bytes
+//!   (256 KiB) per client per turn. mio is edge-triggered, so a client left
+//!   with unread data goes on a *ready list* and is read again next turn
+//!   without a new event (the poll does not block meanwhile);
+//! - per queued bytes: every event in the queue counts its payload plus
+//!   [`EVENT_OVERHEAD`]. A client at or above its
+//!   [`ClientConfig::inbound_queue_limit`] (8 MiB), or any client while the
+//!   whole queue is at or above the supervisor's bound
+//!   ([`ClientSupervisor::set_inbound_queue_limit`], 64 MiB), is not read:
+//!   the bytes stay in the kernel and TCP backpressure slows the peer.
+//!   Decoding stops between two messages; a message already decoded is
+//!   always queued, so a bound may be exceeded by one message. Reading
+//!   resumes once the application has drained ([`ClientSupervisor::poll_event`],
+//!   a [`Handler`]) the client's queue to half its bound and the whole queue
+//!   to half the supervisor's. Nothing is dropped: every message is
+//!   delivered, in order, later.
+//!
+//! While a client is not read because of these bounds its heartbeat pongs
+//! are not read either, so on an open connection its timers are held
+//! (no heartbeat miss, idle or request timeout is counted): a peer slowed
+//! by our own backpressure is not declared dead because *we* stopped
+//! reading. The timers run again, late, right after the next read. A
+//! consumer that drains slowly but steadily keeps reading, so its pongs
+//! arrive behind the queued data: if draining the bound takes longer than
+//! the pong timeout, that counts as a miss (lower the bound or raise the
+//! timeout for such consumers).
 
 use crate::clock::{Clock, MonotonicClock};
 use crate::config::ClientConfig;
+use crate::transport::Transport;
 use crate::error::{ClientId, Error};
 use crate::event::{ClientEvent, Handler, Message};
 use crate::handle::{Command, Handle};
@@ -38,7 +71,7 @@ macro_rules! ctx {
             registry: &$s.registry,
             resolver: &mut $s.resolver,
             waker: &$s.waker,
-            events: &mut $s.events,
+            events: &mut $s.inbox,
             text: &mut $s.text,
         }
     };
@@ -70,6 +103,238 @@ impl Hasher for IdHasher {
 }
 
 type IdMap = HashMap<ClientId, usize, BuildHasherDefault<IdHasher>>;
+
+/// Bytes each queued event is charged on top of its payload (the queue
+/// entry plus allocator bookkeeping) in the inbound bounds
+/// ([`ClientConfig::inbound_queue_limit`]).
+pub const EVENT_OVERHEAD: usize = std::mem::size_of::<Queued>() + 16;
+
+/// The supervisor-wide bound on queued inbound bytes: 64 MiB.
+pub const DEFAULT_INBOUND_QUEUE_LIMIT: usize = 64 << 20;
+
+/// Whose account a queued event is charged to: a slot (its key and the
+/// serial of this incarnation of the key), or nobody.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Owner {
+    key: u32,
+    serial: u32,
+}
+
+impl Owner {
+    const NONE: Owner = Owner {
+        key: u32::MAX,
+        serial: 0,
+    };
+}
+
+struct Queued {
+    event: ClientEvent,
+    owner: Owner,
+}
+
+fn cost(ev: &ClientEvent) -> usize {
+    EVENT_OVERHEAD
+        + match ev {
+            ClientEvent::Message { message, .. } => message.as_bytes().len(),
+            _ => 0,
+        }
+}
+
+/// One client's share of the event queue.
+#[derive(Default)]
+struct Account {
+    /// 0: no client.
+    serial: u32,
+    bytes: usize,
+    limit: usize,
+    /// Not read: the bound was reached with bytes left unread.
+    blocked: bool,
+    /// On the ready list.
+    listed: bool,
+    /// A core deadline came due while blocked on an open connection: the
+    /// timeout runs after the next read.
+    held: bool,
+    /// The last turn in which it was read.
+    turn: u32,
+}
+
+/// The event queue with its inbound accounting (see the module docs).
+pub(crate) struct Inbox {
+    queue: VecDeque<Queued>,
+    bytes: usize,
+    limit: usize,
+    /// By slab key.
+    accounts: Vec<Account>,
+    next_serial: u32,
+    /// Accounts with `blocked`.
+    blocked: usize,
+    /// Clients to read again without a readiness event.
+    ready: Vec<Owner>,
+    /// Counts ready passes (a client is read once per turn).
+    turn: u32,
+}
+
+impl Inbox {
+    fn new() -> Inbox {
+        Inbox {
+            queue: VecDeque::new(),
+            bytes: 0,
+            limit: DEFAULT_INBOUND_QUEUE_LIMIT,
+            accounts: Vec::new(),
+            next_serial: 1,
+            blocked: 0,
+            ready: Vec::new(),
+            turn: 0,
+        }
+    }
+
+    /// An account for a new slot at `key`.
+    fn open(&mut self, key: usize, limit: usize) -> Owner {
+        if self.accounts.len() <= key {
+            self.accounts.resize_with(key + 1, Account::default);
+        }
+        let serial = self.next_serial;
+        self.next_serial = self.next_serial.checked_add(1).unwrap_or(1);
+        self.close_key(key);
+        self.accounts[key] = Account {
+            serial,
+            limit: limit.max(1),
+            ..Account::default()
+        };
+        Owner {
+            key: key as u32,
+            serial,
+        }
+    }
+
+    /// The slot is gone: its events still queued count only overall.
+    fn close(&mut self, owner: Owner) {
+        if self.account(owner).is_some() {
+            self.close_key(owner.key as usize);
+        }
+    }
+
+    fn close_key(&mut self, key: usize) {
+        if let Some(a) = self.accounts.get_mut(key) {
+            if a.blocked {
+                self.blocked -= 1;
+            }
+            *a = Account::default();
+        }
+    }
+
+    fn account(&self, owner: Owner) -> Option<&Account> {
+        self.accounts
+            .get(owner.key as usize)
+            .filter(|a| a.serial == owner.serial && a.serial != 0)
+    }
+
+    fn account_mut(&mut self, owner: Owner) -> Option<&mut Account> {
+        self.accounts
+            .get_mut(owner.key as usize)
+            .filter(|a| a.serial == owner.serial && a.serial != 0)
+    }
+
+    /// Queue `event`, charged to `owner`. Never refused: the bounds stop
+    /// reading, not delivery.
+    pub(crate) fn push(&mut self, owner: Owner, event: ClientEvent) {
+        let c = cost(&event);
+        self.bytes += c;
+        if let Some(a) = self.account_mut(owner) {
+            a.bytes += c;
+        }
+        self.queue.push_back(Queued { event, owner });
+    }
+
+    /// `owner` may not read more now.
+    pub(crate) fn is_full(&self, owner: Owner) -> bool {
+        self.bytes >= self.limit || self.account(owner).is_some_and(|a| a.bytes >= a.limit)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    fn pop(&mut self) -> Option<ClientEvent> {
+        let Queued { event, owner } = self.queue.pop_front()?;
+        let c = cost(&event);
+        let before = self.bytes;
+        self.bytes -= c;
+        let half = self.limit / 2;
+        let overall = self.bytes <= half;
+        if let Some(a) = self.account_mut(owner) {
+            a.bytes -= c;
+            if a.blocked && overall && a.bytes <= a.limit / 2 {
+                self.resume(owner.key as usize);
+            }
+        }
+        if self.blocked > 0 && before > half && overall {
+            self.resume_all();
+        }
+        Some(event)
+    }
+
+    /// Reading may resume for every blocked client under half its bound
+    /// (the overall queue is under half its bound).
+    fn resume_all(&mut self) {
+        for key in 0..self.accounts.len() {
+            let a = &self.accounts[key];
+            if a.blocked && a.bytes <= a.limit / 2 {
+                self.resume(key);
+            }
+        }
+    }
+
+    fn resume(&mut self, key: usize) {
+        let a = &mut self.accounts[key];
+        a.blocked = false;
+        self.blocked -= 1;
+        let owner = Owner {
+            key: key as u32,
+            serial: a.serial,
+        };
+        self.list(owner);
+    }
+
+    fn list(&mut self, owner: Owner) {
+        if let Some(a) = self.account_mut(owner) {
+            if !a.listed {
+                a.listed = true;
+                self.ready.push(owner);
+            }
+        }
+    }
+
+    fn block(&mut self, owner: Owner) {
+        if let Some(a) = self.account_mut(owner) {
+            if !a.blocked {
+                a.blocked = true;
+                self.blocked += 1;
+            }
+        }
+    }
+
+    fn is_blocked(&self, owner: Owner) -> bool {
+        self.account(owner).is_some_and(|a| a.blocked)
+    }
+
+    fn is_held(&self, owner: Owner) -> bool {
+        self.account(owner).is_some_and(|a| a.held)
+    }
+
+    fn set_held(&mut self, owner: Owner, held: bool) {
+        if let Some(a) = self.account_mut(owner) {
+            a.held = held;
+        }
+    }
+
+    fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.max(1);
+        if self.blocked > 0 && self.bytes <= self.limit / 2 {
+            self.resume_all();
+        }
+    }
+}
 
 /// Tokens a supervisor uses: its waker at the offset, then one per client.
 pub const TOKEN_SPAN: usize = 1 << 24;
@@ -113,7 +378,8 @@ pub struct ClientSupervisor {
     core: Supervisor<64>,
     timers: Timers,
     resolver: Option<Resolver>,
-    events: VecDeque<ClientEvent>,
+    /// Events for the application, with the inbound accounting.
+    inbox: Inbox,
     /// Scratch for rendering session messages.
     text: String,
     commands: mpsc::Receiver<Command>,
@@ -195,13 +461,42 @@ impl ClientSupervisor {
             core,
             timers: Timers::default(),
             resolver: None,
-            events: VecDeque::new(),
+            inbox: Inbox::new(),
             text: String::new(),
             commands,
             command_tx,
             webpki: None,
             ca_files: HashMap::new(),
         })
+    }
+
+    /// The bound on the bytes of received events waiting in this
+    /// supervisor's queue, all clients together (see the [module
+    /// docs](self)): at or above it no client is read until the application
+    /// has drained the queue to half of it. Default 64 MiB
+    /// ([`DEFAULT_INBOUND_QUEUE_LIMIT`]); 0 counts as 1. Each client also
+    /// has its own bound, [`ClientConfig::inbound_queue_limit`].
+    pub fn set_inbound_queue_limit(&mut self, bytes: usize) {
+        self.inbox.set_limit(bytes);
+    }
+
+    /// The supervisor-wide bound ([`ClientSupervisor::set_inbound_queue_limit`]).
+    pub fn inbound_queue_limit(&self) -> usize {
+        self.inbox.limit
+    }
+
+    /// Bytes of events waiting in [`ClientSupervisor::poll_event`]'s queue,
+    /// as the inbound bounds count them (payload plus [`EVENT_OVERHEAD`]
+    /// per event).
+    pub fn queued_inbound_bytes(&self) -> usize {
+        self.inbox.bytes
+    }
+
+    /// [`ClientSupervisor::queued_inbound_bytes`] of one client (`None`:
+    /// no such live client).
+    pub fn queued_inbound_bytes_of(&self, id: ClientId) -> Option<usize> {
+        let slot = &self.slots[*self.ids.get(&id)?];
+        self.inbox.account(slot.owner).map(|a| a.bytes)
     }
 
     /// Resolve host names with `resolve` instead of the system resolver,
@@ -302,18 +597,21 @@ impl ClientSupervisor {
             // Writes are batched by the loop; the bound is the core's max_pending_bytes
             // plus one maximal message, so an admitted send always fits.
             max_write_buffer_size: config.connection.max_pending_bytes.saturating_add(max),
+            read_budget: config.read_budget.max(1),
             headers: config.headers.clone(),
             tls,
             ..TransportConfig::default()
         });
         let entry = self.slots.vacant_entry();
         let key = entry.key();
+        let owner = self.inbox.open(key, config.inbound_queue_limit);
         let slot = entry.insert(Slot::new(
             id,
             key + self.token_offset + 1,
             target,
             Arc::new(config),
             tcfg,
+            owner,
         ));
         self.ids.insert(id, key);
         let now = self.clock.now();
@@ -428,6 +726,7 @@ impl ClientSupervisor {
                 let mut ctx = ctx!(self);
                 self.slots[key].on_ready(now, false, false, &mut ctx);
                 self.drive(key, now);
+                self.after_read(key);
                 Err(Error::Send(SendError::NotConnected))
             }
         }
@@ -496,16 +795,19 @@ impl ClientSupervisor {
         Ok(removed)
     }
 
-    /// Next event, if any.
+    /// Next event, if any. Draining makes room: a client paused by the
+    /// inbound bounds is read again in the next turn.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.events.pop_front()
+        self.inbox.pop()
     }
 
     /// How long the caller's loop may sleep before calling
     /// [`ClientSupervisor::process`] (embedded mode). Zero while events wait
-    /// in [`ClientSupervisor::poll_event`] (a start can queue one at once).
+    /// in [`ClientSupervisor::poll_event`] (a start can queue one at once)
+    /// and while clients have unread data (the ready list: no readiness
+    /// event will announce it).
     pub fn poll_timeout(&self) -> Option<Duration> {
-        if !self.events.is_empty() {
+        if !self.inbox.is_empty() || !self.inbox.ready.is_empty() {
             return Some(Duration::ZERO);
         }
         let next = self.timers.peek()?;
@@ -546,12 +848,69 @@ impl ClientSupervisor {
         let mut ctx = ctx!(self);
         self.slots[key].on_ready(now, readable, writable, &mut ctx);
         self.drive(key, now);
+        self.after_read(key);
     }
 
-    /// Timers, DNS answers and cross-thread commands (call once per loop turn).
+    /// After a read of slot `key`: if it stopped with bytes unread, read
+    /// again next turn (ready list), or once there is room (blocked).
+    fn after_read(&mut self, key: usize) {
+        let Some(slot) = self.slots.get(key) else {
+            return;
+        };
+        let owner = slot.owner;
+        let turn = self.inbox.turn;
+        if let Some(a) = self.inbox.account_mut(owner) {
+            a.turn = turn;
+        }
+        if slot.transport.as_ref().is_some_and(Transport::has_unread) {
+            if self.inbox.is_full(owner) {
+                self.inbox.block(owner);
+            } else {
+                self.inbox.list(owner);
+            }
+        }
+    }
+
+    /// Read the clients on the ready list once each (those read in this
+    /// turn already wait for the next), calling `dispatch` after each.
+    fn run_ready(&mut self, now: Instant, dispatch: &mut impl FnMut(&mut Self)) {
+        if self.inbox.ready.is_empty() {
+            self.inbox.turn = self.inbox.turn.wrapping_add(1);
+            return;
+        }
+        let mut ready = std::mem::take(&mut self.inbox.ready);
+        let turn = self.inbox.turn;
+        for owner in ready.drain(..) {
+            let Some(a) = self.inbox.account_mut(owner) else {
+                continue; // the client is gone
+            };
+            a.listed = false;
+            if a.blocked {
+                continue; // resumed by `poll_event`
+            }
+            if a.turn == turn {
+                self.inbox.list(owner); // read in this turn already
+                continue;
+            }
+            let key = owner.key as usize;
+            let mut ctx = ctx!(self);
+            self.slots[key].on_ready(now, false, false, &mut ctx);
+            self.drive(key, now);
+            self.after_read(key);
+            dispatch(self);
+        }
+        if self.inbox.ready.is_empty() {
+            self.inbox.ready = ready; // keep the allocation
+        }
+        self.inbox.turn = self.inbox.turn.wrapping_add(1);
+    }
+
+    /// Timers, DNS answers, cross-thread commands and the clients with
+    /// unread data (call once per loop turn).
     pub fn process(&mut self) {
         let now = self.read_clock();
         self.process_at(now, true);
+        self.run_ready(now, &mut |_| {});
     }
 
     /// Timers at `now`; the command and DNS queues too if `queues` (their
@@ -593,6 +952,13 @@ impl ClientSupervisor {
                 continue; // stale entry
             }
             slot.deadline = None;
+            if self.inbox.is_blocked(slot.owner) && slot.transport.as_ref().is_some_and(Transport::is_open) {
+                // Not read because of the inbound bounds: its pongs and
+                // answers may be waiting unread. Run the timeout after the
+                // next read (`drive`).
+                self.inbox.set_held(slot.owner, true);
+                continue;
+            }
             slot.client.handle_timeout(now);
             self.drive(key, now);
         }
@@ -692,6 +1058,7 @@ impl ClientSupervisor {
                     }
                 }
                 self.process_at(now, woken);
+                self.run_ready(now, &mut dispatch);
                 dispatch(self);
                 Ok(())
             }
@@ -706,6 +1073,9 @@ impl ClientSupervisor {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
+        if self.inbox.is_held(slot.owner) {
+            return; // its timeout runs after the next read
+        }
         let next = slot.next_deadline();
         if next != slot.deadline {
             slot.deadline = next;
@@ -721,6 +1091,14 @@ impl ClientSupervisor {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
+        if ctx.events.is_held(slot.owner)
+            && !(ctx.events.is_blocked(slot.owner)
+                && slot.transport.as_ref().is_some_and(Transport::is_open))
+        {
+            // Read again (or closing, or gone): the held timeout runs now.
+            ctx.events.set_held(slot.owner, false);
+            slot.client.handle_timeout(now);
+        }
         let exit = slot.drive(now, &mut ctx);
         match exit {
             Some(reason) => self.on_exit(key, reason, now),
@@ -740,19 +1118,22 @@ impl ClientSupervisor {
                 let slot = &mut self.slots[key];
                 log::info!("{}: restarting after {reason}", slot.id);
                 slot.client.restart(now, at);
-                self.events.push_back(ClientEvent::Restarted {
+                let ev = ClientEvent::Restarted {
                     id: slot.id,
                     restarts: slot.client.metrics().restarts,
                     reason,
-                });
+                };
+                self.inbox.push(slot.owner, ev);
                 self.drive(key, now);
             }
             Decision::Remove | Decision::Terminated => self.remove(key, reason),
             Decision::Escalate { restarts, window } => {
                 log::error!("restart budget exhausted: {restarts} restarts in {window:?}; stopping all children");
                 self.remove(key, reason);
-                self.events
-                    .push_back(ClientEvent::BudgetExhausted { restarts, window });
+                self.inbox.push(
+                    Owner::NONE,
+                    ClientEvent::BudgetExhausted { restarts, window },
+                );
                 let keys: Vec<usize> = self.slots.iter().map(|(k, _)| k).collect();
                 for k in keys {
                     let slot = &mut self.slots[k];
@@ -773,15 +1154,17 @@ impl ClientSupervisor {
             r.cancel(lookup); // a stopped client's lookup reaches nobody
         }
         self.ids.remove(&slot.id);
+        self.inbox.close(slot.owner);
         let id = slot.id;
-        self.events.push_back(match reason {
+        let ev = match reason {
             ExitReason::Normal => ClientEvent::Stopped { id },
             reason => ClientEvent::Failed {
                 id,
                 reason,
                 detail: std::mem::take(&mut slot.detail),
             },
-        });
+        };
+        self.inbox.push(Owner::NONE, ev);
     }
 
     /// Number of live clients.

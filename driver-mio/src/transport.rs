@@ -9,10 +9,14 @@
 //!    under the given token (READABLE | WRITABLE until the connect finishes).
 //! 2. For every mio event of that token call [`Transport::handle_event`];
 //!    it finishes the connect, drives TLS and the HTTP upgrade, reads until
-//!    `WouldBlock` (mio is edge-triggered), flushes, and pushes
-//!    [`TransportEvent`]s. Pass `readable = ev.is_readable() ||
-//!    ev.is_read_closed() || ev.is_error()` and `writable = ev.is_writable()
-//!    || ev.is_write_closed() || ev.is_error()`.
+//!    `WouldBlock` or until [`TransportConfig::read_budget`] bytes were
+//!    read, flushes, and pushes [`TransportEvent`]s. Pass `readable =
+//!    ev.is_readable() || ev.is_read_closed() || ev.is_error()` and
+//!    `writable = ev.is_writable() || ev.is_write_closed() || ev.is_error()`.
+//!    mio is edge-triggered: if [`Transport::has_unread`] is `true`
+//!    afterwards, data is left that no new event will announce — call
+//!    `handle_event(registry, false, false, out)` again (next loop turn,
+//!    after the other connections had theirs), without waiting for one.
 //! 3. [`Transport::send`], [`Transport::close`], [`Transport::abort`] as the
 //!    core decides. `send`/`close` may end the connection (a write error,
 //!    or `close` before the upgrade finished); the resulting
@@ -76,6 +80,12 @@ pub struct TransportConfig {
     /// message (plus the pongs for the pings of one read, at most ≈ 3× the
     /// 64 KiB read buffer: reading pauses between reads). Default 1 MiB.
     pub max_write_buffer_size: usize,
+    /// Most bytes read from the socket per [`Transport::handle_event`] call
+    /// (one readiness event): what is left waits for the next call
+    /// ([`Transport::has_unread`]), so one busy connection cannot hold the
+    /// loop. Reads go in chunks of up to 64 KiB; at least one is made.
+    /// Default 256 KiB.
+    pub read_budget: usize,
     /// Extra headers on the upgrade request (e.g. `Authorization`). Values
     /// are treated as secrets: never logged, never in `Debug`. A `Host`
     /// header replaces the one derived from the URL; `Connection`,
@@ -94,6 +104,7 @@ impl Default for TransportConfig {
             max_frame_size: 16 << 20,
             write_buffer_size: 0,
             max_write_buffer_size: 1 << 20,
+            read_budget: 256 << 10,
             headers: Vec::new(),
             tls: None,
         }
@@ -112,6 +123,7 @@ impl fmt::Debug for TransportConfig {
             .field("max_frame_size", &self.max_frame_size)
             .field("write_buffer_size", &self.write_buffer_size)
             .field("max_write_buffer_size", &self.max_write_buffer_size)
+            .field("read_budget", &self.read_budget)
             .field("headers", &names)
             .field("tls", &self.tls.is_some())
             .finish()
@@ -160,6 +172,14 @@ pub(crate) trait EventSink {
     fn ping(&mut self, payload: &[u8]) -> bool {
         let _ = payload;
         true
+    }
+    /// No room for more: decoding stops before the next frame and reading
+    /// stops, the rest waits in the transport and the kernel (the peer feels
+    /// TCP backpressure) until a later `handle_event` finds room
+    /// ([`Transport::has_unread`] says so). Checked between frames, so a
+    /// frame already decoded is always handed out. A bare sink is never full.
+    fn full(&self) -> bool {
+        false
     }
 }
 
@@ -272,6 +292,10 @@ pub struct Transport {
     local_close: bool,
     /// Reading stopped because the write backlog is over the limit.
     read_paused: bool,
+    /// Reading stopped before `WouldBlock` (read budget used up, or the
+    /// sink full): bytes may wait that no readiness event will announce.
+    unread: bool,
+    read_budget: usize,
     /// A protocol error found after data messages in the same read turn.
     /// Those messages reach the application first, so it can still answer
     /// them (as with a blocking client); the error is acted on at the next
@@ -374,11 +398,22 @@ impl Transport {
             peer_close: None,
             local_close: false,
             read_paused: false,
+            unread: false,
+            read_budget: cfg.read_budget.max(1),
             held_error: None,
             max_pending: cfg.max_write_buffer_size.max(1),
             max_frame: cfg.max_frame_size,
             max_message: cfg.max_message_size,
         })
+    }
+
+    /// Reading stopped early (read budget used up, or the sink was full):
+    /// received bytes may be waiting in the transport or the socket, and
+    /// mio (edge-triggered) will not announce them again. Call
+    /// `handle_event(registry, false, false, out)` once there is room (the
+    /// supervisor keeps such connections on a ready list).
+    pub fn has_unread(&self) -> bool {
+        self.unread
     }
 
     /// Whether the TCP connection was established (it stays `true` after a
@@ -655,7 +690,7 @@ impl Transport {
                 out.event(TransportEvent::Open);
                 // Frames that came in the same segment as the 101.
                 let mut done = Ingested::default();
-                if !tail.is_empty() && !self.ingest(registry, &tail, &mut done, out) {
+                if !tail.is_empty() && !self.ingest(registry, Some(&tail), &mut done, out) {
                     return;
                 }
                 drop(tail);
@@ -703,8 +738,12 @@ impl Transport {
                 return self.on_ws_error(registry, WsError::Io(e));
             }
         }
-        if readable || self.read_paused {
-            with_read_buf(|buf| self.read_loop(registry, buf, data, out));
+        if readable || self.read_paused || self.unread {
+            let early = with_read_buf(|buf| self.read_loop(registry, buf, data, out));
+            self.unread = match &self.state {
+                State::Open(c) => early || c.has_held(),
+                _ => false,
+            };
         }
         // Peer's close frame seen: finished once our reply (or our own close
         // frame) is out of our buffers.
@@ -720,40 +759,59 @@ impl Transport {
     }
 
     /// Read into the thread's shared buffer until `WouldBlock`, decoding as
-    /// we go.
+    /// we go; at most `read_budget` bytes, and nothing while the sink is
+    /// full. Returns `true` if it stopped early (more may be waiting).
     fn read_loop(
         &mut self,
         registry: &Registry,
         buf: &mut [u8],
         data: bool,
         out: &mut dyn EventSink,
-    ) {
+    ) -> bool {
         let mut done = Ingested {
             data,
             peer_close: None,
         };
+        let mut budget = self.read_budget;
         loop {
             let State::Open(c) = &mut self.state else {
-                return;
+                return false;
             };
             if c.stream.pending() >= self.max_pending {
                 // Stop reading (the peer feels it as TCP backpressure) until
                 // our backlog drains; `on_open` resumes on the next event.
                 self.read_paused = true;
-                return;
+                return false;
             }
             self.read_paused = false;
-            let n = match std::io::Read::read(&mut c.stream, buf) {
+            if out.full() {
+                // No room for what we would read: it waits in the kernel
+                // (TCP backpressure) and in `held`.
+                return true;
+            }
+            if c.has_held() {
+                // What a full sink left of an earlier read comes first.
+                if !self.ingest(registry, None, &mut done, out) {
+                    return false;
+                }
+                continue;
+            }
+            if budget == 0 {
+                return true;
+            }
+            let want = budget.min(buf.len());
+            let n = match std::io::Read::read(&mut c.stream, &mut buf[..want]) {
                 Ok(0) => {
                     let e = if c.ws.can_read() {
                         WsError::Reset
                     } else {
                         WsError::Closed
                     };
-                    return self.on_ws_error(registry, e);
+                    self.on_ws_error(registry, e);
+                    return false;
                 }
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // A reset once the peer has closed is the end we expected.
@@ -762,36 +820,42 @@ impl Transport {
                     } else {
                         WsError::Io(e)
                     };
-                    return self.on_ws_error(registry, e);
+                    self.on_ws_error(registry, e);
+                    return false;
                 }
             };
-            if !self.ingest(registry, &buf[..n], &mut done, out) {
-                return;
+            budget -= n;
+            if !self.ingest(registry, Some(&buf[..n]), &mut done, out) {
+                return false;
             }
             // A short read emptied the socket: the next read would only say
             // `WouldBlock` (without a syscall), so stop here.
             if let State::Open(c) = &self.state {
                 if c.stream.known_drained() {
-                    return;
+                    return false;
                 }
             }
             // Keep going after the peer's close: the next read may see EOF.
         }
     }
 
-    /// Decode `input` into `out`. `false`: stop reading (the connection
-    /// failed, or an error is held until the messages before it are seen).
+    /// Decode `input` (`None`: the bytes a full sink left earlier) into
+    /// `out`. `false`: stop reading (the connection failed, or an error is
+    /// held until the messages before it are seen).
     fn ingest(
         &mut self,
         registry: &Registry,
-        input: &[u8],
+        input: Option<&[u8]>,
         done: &mut Ingested,
         out: &mut dyn EventSink,
     ) -> bool {
         let State::Open(c) = &mut self.state else {
             return false;
         };
-        let r = c.ingest(input, done, out);
+        let r = match input {
+            Some(input) => c.ingest(input, done, out),
+            None => c.ingest_held(done, out),
+        };
         if let Some(info) = done.peer_close.take() {
             if self.peer_close.is_none() {
                 log::debug!("{:?}: peer close {:?}", self.token, info.0);
@@ -863,6 +927,7 @@ impl Transport {
         }
         self.state = State::Done;
         self.read_paused = false;
+        self.unread = false;
         self.held_error = None;
     }
 

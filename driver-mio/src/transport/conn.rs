@@ -12,6 +12,12 @@
 //! `codec::SMALL_PAYLOAD`) or in a per-thread scratch `Vec` (header +
 //! masked payload, the one copy) and handed to the stream, which writes
 //! them straight to the socket or keeps what it does not take.
+//!
+//! Inbound bound: decoding stops between two frames once the sink is full
+//! ([`EventSink::full`]); the rest of that read is kept ([`Conn::has_held`],
+//! at most one read buffer, allocated only then) and decoded first next
+//! time, so a read never hands out more than the sink has room for plus one
+//! message, and nothing read is lost.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -107,6 +113,10 @@ pub(super) struct Conn {
     pub(super) ws: WsState,
     decoder: Decoder,
     rng: MaskRng,
+    /// Bytes read but not decoded yet (`held[held_pos..]`): the sink was
+    /// full. Empty (no allocation) otherwise.
+    held: Vec<u8>,
+    held_pos: usize,
 }
 
 impl fmt::Debug for Conn {
@@ -131,7 +141,15 @@ impl Conn {
             ws: WsState::Active,
             decoder: Decoder::new(max_frame, max_message),
             rng: MaskRng::from_os(),
+            held: Vec::new(),
+            held_pos: 0,
         }
+    }
+
+    /// Read bytes wait to be decoded (the sink was full): decode them with
+    /// [`Conn::ingest_held`] before reading the socket again.
+    pub(super) fn has_held(&self) -> bool {
+        self.held_pos < self.held.len()
     }
 
     /// Heap bytes the decoder holds for an unfinished frame or message.
@@ -173,17 +191,47 @@ impl Conn {
         ignore_would_block(self.stream.flush())
     }
 
-    /// Decode everything in `input` (bytes read from the socket) into
-    /// `out`, answering pings and the peer's close frame as they come.
+    /// Decode `input` (bytes read from the socket) into `out`, answering
+    /// pings and the peer's close frame as they come. Stops between frames
+    /// once `out` is full and keeps the rest for [`Conn::ingest_held`].
     pub(super) fn ingest(
         &mut self,
         input: &[u8],
         done: &mut Ingested,
         out: &mut dyn EventSink,
     ) -> Result<(), WsError> {
+        debug_assert!(!self.has_held(), "held bytes must be decoded first");
         let mut pos = 0;
         let mut wrote = false;
         let r = self.ingest_frames(input, &mut pos, &mut wrote, done, out);
+        if r.is_ok() && pos < input.len() {
+            self.held.clear();
+            self.held_pos = 0;
+            self.held.extend_from_slice(&input[pos..]);
+        }
+        self.answered(wrote, r)
+    }
+
+    /// [`Conn::ingest`] for the bytes an earlier one kept back.
+    pub(super) fn ingest_held(
+        &mut self,
+        done: &mut Ingested,
+        out: &mut dyn EventSink,
+    ) -> Result<(), WsError> {
+        let held = std::mem::take(&mut self.held);
+        let mut pos = self.held_pos;
+        let mut wrote = false;
+        let r = self.ingest_frames(&held, &mut pos, &mut wrote, done, out);
+        if r.is_ok() && pos < held.len() {
+            self.held = held; // still full: keep the rest (no copy)
+            self.held_pos = pos;
+        } else {
+            self.held_pos = 0; // all decoded: the buffer is freed
+        }
+        self.answered(wrote, r)
+    }
+
+    fn answered(&mut self, wrote: bool, r: Result<(), WsError>) -> Result<(), WsError> {
         if wrote {
             // The answers go out now (or wait for WRITABLE).
             self.flush().map_err(WsError::Io)?;
@@ -200,6 +248,9 @@ impl Conn {
         out: &mut dyn EventSink,
     ) -> Result<(), WsError> {
         while *pos < input.len() {
+            if out.full() {
+                break; // the caller keeps `input[*pos..]`
+            }
             let (n, frame) = self
                 .decoder
                 .decode(&input[*pos..])

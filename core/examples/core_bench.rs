@@ -16,6 +16,7 @@ use std::hint::black_box;
 use std::time::Instant as Wall;
 use zenws_core::frame::Frame;
 use zenws_core::ratelimit::RateLimit;
+use zenws_core::exchange::NoProtocol;
 use zenws_core::session::{Session, SessionConfig, SessionEvent};
 use zenws_core::{Action, Connection, ConnectionConfig, Delivery, HeartbeatConfig, Instant};
 
@@ -149,7 +150,7 @@ fn main() {
         let (id, msg) = &responses[(i % 1024) as usize];
         let now = Instant::from_nanos(i);
         s.track_request(now, *id).unwrap();
-        s.on_message(now, black_box(msg));
+        s.on_message(now, black_box(msg), &NoProtocol);
         let e = s.poll_event();
         debug_assert_eq!(e, Some(SessionEvent::RequestResolved { id: *id }));
         black_box(e);

@@ -147,26 +147,29 @@ fn nanos_to_duration(ns: u128) -> Duration {
     Duration::new(secs, sub)
 }
 
-/// How many credits sending one message costs.
-pub type CostFn = fn(&[u8]) -> u32;
+/// What sending one message costs in each pool of a [`RateLimit`]:
+/// `[shared, class 0, class 1]` (0: not charged there).
+pub type Costs = [u32; 3];
 
-/// Every message costs 1 credit.
-pub fn flat_cost(_: &[u8]) -> u32 {
-    1
+/// How many credits sending one message costs, in each pool at once (one
+/// look at the message, however many pools).
+pub type CostFn = fn(&[u8]) -> Costs;
+
+/// Every message costs 1 credit in the shared pool.
+pub fn flat_cost(_: &[u8]) -> Costs {
+    [1, 0, 0]
 }
 
 pub use crate::exchange::deribit::{cost as deribit_cost, is_matching_engine as is_deribit_matching_engine};
 
-/// A pool of its own for one class of messages (e.g. order entry), charged
-/// `cost(msg)` credits (0 = not in this class).
+/// A pool of its own for one class of messages (e.g. order entry); what a
+/// message costs in it comes from the [`RateLimit::cost`] function.
 #[derive(Clone, Copy, Debug)]
 pub struct LimitClass {
     /// Maximum credits (burst).
     pub capacity: u32,
     /// Credits refilled per second.
     pub refill_per_sec: u32,
-    /// Credits one message costs in this pool (0: not in the class).
-    pub cost: CostFn,
 }
 
 /// Rate-limit configuration for one connection's outbound messages: a
@@ -196,7 +199,7 @@ pub struct RateLimit {
     pub capacity: u32,
     /// Credits refilled per second.
     pub refill_per_sec: u32,
-    /// Credits one message costs in the shared pool.
+    /// What one message costs in every pool.
     pub cost: CostFn,
     /// Pools of their own for classes of messages.
     pub classes: [Option<LimitClass>; 2],
@@ -236,7 +239,7 @@ impl RateLimit {
 
     /// The cost of sending `msg` in the shared pool.
     pub fn cost_of(&self, msg: &[u8]) -> u32 {
-        (self.cost)(msg)
+        (self.cost)(msg)[0]
     }
 }
 
@@ -251,10 +254,7 @@ impl Buckets {
     /// Take what `msg` costs from every pool that charges it, or say how
     /// long until all of them can (then nothing is taken).
     pub fn try_acquire(&mut self, limit: &RateLimit, now: Instant, msg: &[u8]) -> Result<(), Duration> {
-        let mut costs = [(limit.cost)(msg), 0, 0];
-        for (k, c) in limit.classes.iter().enumerate() {
-            costs[k + 1] = c.map_or(0, |c| (c.cost)(msg));
-        }
+        let costs = (limit.cost)(msg);
         let before = *self;
         let mut wait = Duration::ZERO;
         for (k, cost) in costs.into_iter().enumerate() {
@@ -295,7 +295,8 @@ impl Buckets {
             let avail = b.available(now);
             let _ = b.try_acquire(now, avail);
             let cap = b.capacity();
-            if let Err(w) = b.clone().try_acquire(now, cap) {
+            let mut probe = *b;
+            if let Err(w) = probe.try_acquire(now, cap) {
                 if b.refill_per_sec() > 0 {
                     wait = wait.max(w);
                 }
@@ -448,8 +449,8 @@ mod tests {
         assert_eq!(b.drain(ns(0)), Duration::from_millis(500));
     }
 
-    fn two(_: &[u8]) -> u32 {
-        2
+    fn two(_: &[u8]) -> Costs {
+        [1, 2, 0]
     }
 
     #[test]
@@ -457,9 +458,9 @@ mod tests {
         let l = RateLimit {
             capacity: 10,
             refill_per_sec: 1,
-            cost: flat_cost,
+            cost: two,
             classes: [
-                Some(LimitClass { capacity: 3, refill_per_sec: 1, cost: two }),
+                Some(LimitClass { capacity: 3, refill_per_sec: 1 }),
                 None,
             ],
         };

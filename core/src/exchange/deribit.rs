@@ -26,7 +26,7 @@ use super::{result_lists, write_escaped, write_list, AuthAnswer, ChannelKind, Er
 use super::{Protocol, Request};
 use crate::heartbeat::HeartbeatConfig;
 use crate::json::{self, JsonRpcView};
-use crate::ratelimit::{LimitClass, RateLimit};
+use crate::ratelimit::{Costs, LimitClass, RateLimit};
 use core::fmt;
 use core::time::Duration;
 
@@ -273,33 +273,24 @@ fn is_subscribe(m: &str) -> bool {
     matches!(m, "public/subscribe" | "private/subscribe")
 }
 
-/// Credits one outbound message costs in the shared pool: 500 for every
-/// request but order entry and subscribe (each limited in a pool of its
-/// own, see [`rate_limit`]); a message that does not parse costs 500 too
-/// (the server still counts it).
+/// Credits one outbound message costs in each pool (one scan of the
+/// message): `[shared, orders, subscribe]` — 500 in the shared pool for
+/// every request but order entry (1 in the order pool) and subscribe (3,000
+/// in the subscribe pool); a message that does not parse costs 500 too (the
+/// server still counts it).
 ///
 /// ```
 /// use zenws_core::exchange::deribit::cost;
-/// assert_eq!(cost(br#"{"jsonrpc":"2.0","id":1,"method":"public/test"}"#), 500);
-/// assert_eq!(cost(br#"{"id":2,"method":"private/buy","params":{}}"#), 0);
-/// assert_eq!(cost(b"not json"), 500);
+/// assert_eq!(cost(br#"{"jsonrpc":"2.0","id":1,"method":"public/test"}"#), [500, 0, 0]);
+/// assert_eq!(cost(br#"{"id":2,"method":"private/buy","params":{}}"#), [0, 1, 0]);
+/// assert_eq!(cost(br#"{"id":3,"method":"public/subscribe","params":{}}"#), [0, 0, 3_000]);
+/// assert_eq!(cost(b"not json"), [500, 0, 0]);
 /// ```
-pub fn cost(msg: &[u8]) -> u32 {
+pub fn cost(msg: &[u8]) -> Costs {
     match method_of(msg) {
-        Some(m) if is_matching_engine(m) || is_subscribe(m) => 0,
-        _ => REQUEST_COST,
-    }
-}
-
-fn order_cost(msg: &[u8]) -> u32 {
-    u32::from(method_of(msg).is_some_and(is_matching_engine))
-}
-
-fn subscribe_cost(msg: &[u8]) -> u32 {
-    if method_of(msg).is_some_and(is_subscribe) {
-        SUBSCRIBE_COST
-    } else {
-        0
+        Some(m) if is_matching_engine(m) => [0, 1, 0],
+        Some(m) if is_subscribe(m) => [0, 0, SUBSCRIBE_COST],
+        _ => [REQUEST_COST, 0, 0],
     }
 }
 
@@ -330,12 +321,10 @@ pub fn rate_limit() -> RateLimit {
             Some(LimitClass {
                 capacity: ORDER_BURST,
                 refill_per_sec: ORDERS_PER_SEC,
-                cost: order_cost,
             }),
             Some(LimitClass {
                 capacity: SUBSCRIBE_CAPACITY,
                 refill_per_sec: REFILL_PER_SEC,
-                cost: subscribe_cost,
             }),
         ],
     }
@@ -494,12 +483,10 @@ mod tests {
 
     #[test]
     fn subscribe_costs_its_own_pool_not_the_shared_one() {
-        assert_eq!(cost(br#"{"id":1,"method":"public/subscribe","params":{}}"#), 0);
-        assert_eq!(cost(br#"{"id":1,"method":"private/subscribe","params":{}}"#), 0);
-        assert_eq!(cost(br#"{"id":1,"method":"public/unsubscribe","params":{}}"#), REQUEST_COST);
-        assert_eq!(subscribe_cost(br#"{"id":1,"method":"public/subscribe"}"#), SUBSCRIBE_COST);
-        assert_eq!(order_cost(br#"{"id":1,"method":"private/edit"}"#), 1);
-        assert_eq!(order_cost(br#"{"id":1,"method":"public/subscribe"}"#), 0);
+        assert_eq!(cost(br#"{"id":1,"method":"public/subscribe","params":{}}"#), [0, 0, SUBSCRIBE_COST]);
+        assert_eq!(cost(br#"{"id":1,"method":"private/subscribe","params":{}}"#), [0, 0, SUBSCRIBE_COST]);
+        assert_eq!(cost(br#"{"id":1,"method":"public/unsubscribe","params":{}}"#), [REQUEST_COST, 0, 0]);
+        assert_eq!(cost(br#"{"id":1,"method":"private/edit"}"#), [0, 1, 0]);
     }
 
     #[test]

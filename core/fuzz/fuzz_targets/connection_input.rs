@@ -1,4 +1,5 @@
-//! Drives one `Connection` + `Session` with an arbitrary sequence of inputs
+//! Drives one `client::Client<Deribit>` (connection + session + protocol,
+//! exactly what drivers run) with an arbitrary sequence of inputs
 //! (open / message / pong / ping / error / closed of current and stale
 //! epochs, sends, close, timeouts, restarts, time jumps) and checks the
 //! invariants a driver relies on:
@@ -12,6 +13,7 @@
 //! - input tagged with a stale epoch produces no action and no event;
 //! - after `handle_timeout(now)`, `poll_timeout()` is not in the past;
 //! - `handle_send` succeeds only while open; the state agrees with health;
+//! - every session transmit belongs to the open socket and is valid JSON;
 //! - the session's requests are bounded and all fail on disconnect.
 #![no_main]
 
@@ -22,10 +24,10 @@ use zenws_core::frame::{Frame, FrameKind};
 use zenws_core::heartbeat::{HeartbeatConfig, Strategy};
 use zenws_core::ratelimit::RateLimit;
 use zenws_core::retry::{Jitter, RetryCount, RetryPolicy};
-use zenws_core::session::{Session, SessionConfig, SessionEvent};
-use zenws_core::{
-    Action, Connection, ConnectionConfig, Delivery, Event, HealthStatus, Instant, State,
-};
+use zenws_core::client::{Client, ClientEvent};
+use zenws_core::exchange::deribit::Deribit;
+use zenws_core::session::{SessionConfig, SessionEvent};
+use zenws_core::{Action, ConnectionConfig, Delivery, Event, HealthStatus, Instant, State};
 
 /// A cursor over the fuzz input; reads past the end give zeros.
 struct Bytes<'a> {
@@ -61,6 +63,17 @@ const MESSAGES: &[&[u8]] = &[
     br#"{"jsonrpc":"2.0","id":2,"error":{"code":13004}}"#,
     br#"{"jsonrpc":"2.0","id":9000000000000,"result":"ok"}"#,
     br#"{"jsonrpc":"2.0","method":"subscription","params":{"channel":"a","data":1}}"#,
+    // Answers to the session's own requests (its ids start at 9.5e12).
+    br#"{"jsonrpc":"2.0","id":9500000000000,"result":{"access_token":"a","expires_in":1,"refresh_token":"r"}}"#,
+    br#"{"jsonrpc":"2.0","id":9500000000001,"result":["x.1.100ms","user.a"]}"#,
+    br#"{"jsonrpc":"2.0","id":9500000000001,"result":[]}"#,
+    br#"{"jsonrpc":"2.0","id":9500000000002,"result":"ok"}"#,
+    br#"{"jsonrpc":"2.0","id":9500000000000,"error":{"code":13028,"message":"temporarily_unavailable"}}"#,
+    br#"{"jsonrpc":"2.0","id":9500000000003,"error":{"code":13004,"message":"invalid_credentials"}}"#,
+    br#"{"jsonrpc":"2.0","id":9500000000002,"error":{"code":13009,"message":"unauthorized"}}"#,
+    br#"{"jsonrpc":"2.0","id":3,"error":{"code":10028,"message":"too_many_requests"}}"#,
+    br#"{"jsonrpc":"2.0","id":9000000000000,"error":{"code":10028}}"#,
+    br#"{"jsonrpc":"2.0","id":9000000000001,"error":{"code":11050}}"#,
     b"pong",
     b"hello",
     b"",
@@ -137,8 +150,7 @@ fn config(b: &mut Bytes) -> ConnectionConfig {
 }
 
 struct Harness {
-    conn: Connection,
-    session: Session<4, 16, 4>,
+    client: Client<Deribit, 4, 16, 4>,
     now: Instant,
     exited: bool,
     last_connect: u32,
@@ -152,8 +164,8 @@ impl Harness {
     /// actions and events came out.
     fn drain(&mut self) -> usize {
         let mut n = 0;
-        let terminated = self.conn.is_terminated();
-        while let Some(a) = self.conn.poll_action() {
+        let terminated = self.client.is_terminated();
+        while let Some(a) = self.client.poll_action() {
             n += 1;
             match a {
                 Action::Connect { epoch } => {
@@ -185,34 +197,39 @@ impl Harness {
             assert_eq!(epoch, self.last_connect, "action for a non-current epoch");
         }
         if self.last_connect != 0 {
-            assert_eq!(self.last_connect, self.conn.epoch());
+            assert_eq!(self.last_connect, self.client.epoch());
         }
-        while let Some(e) = self.conn.poll_event() {
+        let mut out = String::new();
+        while let Some(t) = self.client.poll_transmit(self.now, 0, &mut out) {
+            n += 1;
+            assert!(self.client.is_open(), "transmit while not open");
+            assert_eq!(t.epoch, self.client.epoch(), "transmit for another socket");
+            assert_ne!(self.shut, Some(t.epoch), "transmit after close/abort");
+            assert!(zenws_core::json::scan(out.as_bytes()).is_ok(), "transmit is not JSON");
+            out.clear();
+        }
+        while let Some(e) = self.client.poll_event() {
             n += 1;
             match e {
-                Event::Opened { epoch } => self.session.on_open(self.now, epoch),
-                Event::Disconnected { .. } => {
-                    self.session.on_disconnect();
-                    assert_eq!(self.session.pending_requests(), 0);
+                ClientEvent::Connection(Event::Disconnected { .. }) => {
+                    let pending = self.client.session().map_or(0, |s| s.pending_requests());
+                    assert_eq!(pending, 0);
                 }
-                Event::Exited(_) => {
+                ClientEvent::Connection(Event::Exited(_)) => {
                     assert!(terminated, "Exited but not terminated");
                     self.exited = true;
-                    self.session.on_disconnect();
+                }
+                ClientEvent::Session(SessionEvent::AuthRejected { .. }) => {
+                    // The client fails itself (a fatal Drop): nothing to do.
                 }
                 _ => {}
             }
         }
-        while self.session.poll_step(self.now).is_some() {}
-        while let Some(e) = self.session.poll_event() {
-            if let SessionEvent::AuthRejected { .. } = e {
-                // A driver would fail the client here; the core allows either.
-            }
-        }
-        assert!(self.session.pending_requests() <= 4);
+        let pending = self.client.session().map_or(0, |s| s.pending_requests());
+        assert!(pending <= 4);
         // State and health agree.
-        let h = self.conn.health();
-        match self.conn.state() {
+        let h = self.client.health();
+        match self.client.state() {
             State::Open => assert!(matches!(
                 h.status,
                 HealthStatus::Healthy | HealthStatus::Degraded
@@ -232,41 +249,50 @@ fuzz_target!(|data: &[u8]| {
     let mut b = Bytes { data, pos: 0 };
     let cfg = config(&mut b);
     let session_cfg = SessionConfig {
-        authenticate: b.u8() & 1 == 1,
         batch_size: usize::from(b.u8() % 3),
         pacing: Duration::from_millis(u64::from(b.u8())),
         request_timeout: Duration::from_millis(u64::from(b.u16())),
+        refresh_margin: Duration::from_millis(u64::from(b.u16())),
+        retry_delay: Duration::from_millis(u64::from(b.u8())),
         ..SessionConfig::default()
     };
+    let flags = b.u8();
+    let protocol = if flags & 1 == 1 {
+        Deribit::with_credentials("id", "secret")
+            .unwrap()
+            .cancel_on_disconnect(flags & 2 == 2)
+    } else {
+        Deribit::public()
+    };
     let mut h = Harness {
-        conn: Connection::new(cfg),
-        session: Session::new(session_cfg),
+        client: Client::new(cfg, session_cfg, protocol),
         now: Instant::from_millis(u64::from(b.u16())),
         exited: false,
         last_connect: 0,
         shut: None,
         last_token: 0,
     };
-    let _ = h.session.subscribe("a");
-    let _ = h.session.subscribe("b.c");
+    let _ = h.client.subscribe("x.1.100ms");
+    let _ = h.client.subscribe("x.2.raw");
+    let _ = h.client.subscribe("user.a");
     let mut steps = 0;
     while !b.done() && steps < 4_096 {
         steps += 1;
         let op = b.u8();
         // Epoch: the current one most of the time, else an older or newer one.
         let sel = b.u8();
-        let cur = h.conn.epoch();
+        let cur = h.client.epoch();
         let epoch = match sel % 4 {
             0 => cur.wrapping_sub(u32::from(sel >> 2) % 3 + 1),
             1 => cur.wrapping_add(1),
             _ => cur,
         };
         let stale = epoch != cur;
-        let was_terminated = h.conn.is_terminated();
+        let was_terminated = h.client.is_terminated();
         let now = h.now;
         match op % 14 {
-            0 => h.conn.connect(now),
-            1 => h.conn.handle_open(now, epoch),
+            0 => h.client.connect(now),
+            1 => h.client.handle_open(now, epoch),
             2 | 3 => {
                 let owned;
                 let msg: &[u8] = match b.u8() {
@@ -276,12 +302,9 @@ fuzz_target!(|data: &[u8]| {
                         &owned
                     }
                 };
-                let d = h.conn.handle_message(now, epoch, msg);
+                let d = h.client.handle_message(now, epoch, msg);
                 if stale {
                     assert_eq!(d, Delivery::Stale);
-                }
-                if d == Delivery::Deliver {
-                    h.session.on_message(now, msg);
                 }
             }
             4 => {
@@ -290,11 +313,11 @@ fuzz_target!(|data: &[u8]| {
                     1 => h.last_token.wrapping_sub(1).to_be_bytes(),
                     _ => [0; 8],
                 };
-                h.conn.handle_pong(now, epoch, &payload);
+                h.client.handle_pong(now, epoch, &payload);
             }
             5 => {
                 let e = ERRORS[usize::from(b.u8()) % ERRORS.len()];
-                h.conn.handle_error(now, epoch, e);
+                h.client.handle_error(now, epoch, e);
             }
             6 => {
                 let code = match b.u8() % 6 {
@@ -305,45 +328,44 @@ fuzz_target!(|data: &[u8]| {
                     4 => Some(1002),
                     _ => Some(4000),
                 };
-                h.conn.handle_closed(now, epoch, code);
+                h.client.handle_closed(now, epoch, code);
             }
             7 => {
                 let msg = b.slice(255).to_vec();
                 let pending = usize::from(b.u16());
-                let open = h.conn.is_open();
-                match h.conn.handle_send(now, &msg, pending) {
+                let open = h.client.is_open();
+                match h.client.handle_send(now, &msg, pending) {
                     Ok(()) => assert!(open, "send accepted while not open"),
-                    Err(SendError::Stopped) => assert!(h.conn.is_terminated()),
+                    Err(SendError::Stopped) => assert!(h.client.is_terminated()),
                     Err(SendError::NotConnected) => {
-                        assert!(!open && !h.conn.is_terminated())
+                        assert!(!open && !h.client.is_terminated())
                     }
                     Err(SendError::RateLimited { retry_after }) => {
                         assert!(retry_after > Duration::ZERO)
                     }
                     Err(_) => assert!(open),
                 }
-                if open && h.session.track_request(now, u64::from(b.u8() % 8)).is_ok() {
+                if open && h.client.track_request(now, u64::from(b.u8() % 8)).is_ok() {
                     // tracked; resolved by a later response message
                 }
             }
-            8 => h.conn.close(now),
+            8 => h.client.close(now),
             9 | 10 => {
                 // Fire the due timer (or a spurious early one).
                 if op % 14 == 9 {
-                    if let Some(t) = h.conn.poll_timeout() {
+                    if let Some(t) = h.client.poll_timeout() {
                         h.now = h.now.max(t);
                     }
                 }
                 let now = h.now;
-                h.conn.handle_timeout(now);
-                h.session.handle_timeout(now);
-                if let Some(t) = h.conn.poll_timeout() {
+                h.client.handle_timeout(now);
+                if let Some(t) = h.client.connection().poll_timeout() {
                     assert!(t >= now, "poll_timeout {t:?} in the past of {now:?}");
                 }
             }
             11 => {
                 let at = h.now + Duration::from_millis(u64::from(b.u8()));
-                h.conn.restart(now, at);
+                h.client.restart(now, at);
                 h.exited = false;
                 // A restart may abort the old socket: that is not a stale-input effect.
                 h.drain();
@@ -351,7 +373,7 @@ fuzz_target!(|data: &[u8]| {
             }
             12 => {
                 let payload = b.slice(130).to_vec();
-                let pong = h.conn.handle_ping(now, epoch, &payload);
+                let pong = h.client.handle_ping(now, epoch, &payload);
                 assert!(!pong || (!stale && payload.len() <= 125));
             }
             _ => {
@@ -368,7 +390,7 @@ fuzz_target!(|data: &[u8]| {
         }
         if was_terminated && !matches!(op % 14, 11) {
             assert!(
-                h.conn.is_terminated(),
+                h.client.is_terminated(),
                 "left a terminal state without restart"
             );
             assert_eq!(out, 0, "a terminated connection acted");

@@ -1,11 +1,14 @@
-//! Feeds arbitrary bytes to the JSON-RPC scanner and the Deribit cost function.
+//! Feeds arbitrary bytes to the JSON-RPC scanner, the exchange protocols'
+//! answer readers (auth answers, subscribe results) and the Deribit cost
+//! function.
 //! Neither may panic, loop or read out of bounds; extracted strings must
 //! borrow from the input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use zenws_core::json::scan;
-use zenws_core::ratelimit::{deribit_cost, DERIBIT_REQUEST_COST};
+use zenws_core::exchange::deribit::{cost, Deribit, REQUEST_COST};
+use zenws_core::exchange::{binance::Binance, result_lists, Protocol};
+use zenws_core::json::{self, scan};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(view) = scan(data) {
@@ -17,6 +20,17 @@ fuzz_target!(|data: &[u8]| {
             assert!(range.contains(&s.as_ptr()));
         }
         let _ = view.is_deribit_test_request();
+        if let Some(result) = view.result {
+            let a = Deribit::public().auth_answer(result);
+            if let Some(t) = a.refresh_token {
+                assert!(range.contains(&t.as_ptr()) || t.is_empty());
+            }
+            let _ = json::strings(result, |s| assert!(range.contains(&s.as_ptr()) || s.is_empty()));
+        }
+        let _ = result_lists(&view, "x.1.100ms");
+        let _ = Deribit::public().granted(&view, "user.a");
+        let _ = Binance.granted(&view, "btcusdt@trade");
     }
-    assert_eq!(deribit_cost(data), DERIBIT_REQUEST_COST);
+    let c = cost(data);
+    assert!(c == 0 || c == REQUEST_COST, "cost {c}");
 });

@@ -167,7 +167,8 @@ pub struct SimConfig {
     pub clients: usize,
     /// Virtual time before the user stops every client (default 10 min).
     pub duration: Duration,
-    /// Each seed tracks 0 to this many channels (default 6, at most 16).
+    /// Each client tracks 0 to this many channels, a drawn mix of public
+    /// (`x.N.100ms`), `.raw` and `user.*` ones (default 6, at most 16).
     pub max_channels: usize,
     /// Fault rates.
     pub faults: Faults,

@@ -6,9 +6,9 @@
 //! and turns the machine's events into [`ClientEvent`]s.
 
 use crate::config::ClientConfig;
+use crate::dial::Dial;
 use crate::error::ClientId;
 use crate::event::{ClientEvent, Message};
-use crate::dial::Dial;
 use crate::resolve::Resolver;
 use crate::supervisor::{Inbox, Owner};
 use crate::transport::{EventSink, Transport, TransportConfig, TransportEvent};
@@ -426,4 +426,3 @@ impl Slot {
         self.client.poll_timeout()
     }
 }
-

@@ -40,7 +40,6 @@
 
 use crate::clock::{Clock, MonotonicClock};
 use crate::config::ClientConfig;
-use crate::transport::Transport;
 use crate::error::{ClientId, Error};
 use crate::event::{ClientEvent, Handler, Message};
 use crate::handle::{Command, Handle};
@@ -48,6 +47,7 @@ use crate::resolve::Resolver;
 use crate::slot::{Ctx, Slot};
 use crate::timers::Timers;
 use crate::tls::{client_config, TlsRoots};
+use crate::transport::Transport;
 use crate::transport::{SendFailure, TransportConfig};
 use crate::url::Target;
 use mio::{Events, Poll, Registry, Token, Waker};
@@ -952,7 +952,9 @@ impl ClientSupervisor {
                 continue; // stale entry
             }
             slot.deadline = None;
-            if self.inbox.is_blocked(slot.owner) && slot.transport.as_ref().is_some_and(Transport::is_open) {
+            if self.inbox.is_blocked(slot.owner)
+                && slot.transport.as_ref().is_some_and(Transport::is_open)
+            {
                 // Not read because of the inbound bounds: its pongs and
                 // answers may be waiting unread. Run the timeout after the
                 // next read (`drive`).

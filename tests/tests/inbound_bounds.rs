@@ -236,7 +236,10 @@ fn an_undrained_flood_stays_under_the_bound_then_every_message_arrives() {
     let deadline = Instant::now() + PATIENCE;
     let mut turns_at_bound = 0;
     while turns_at_bound < 200 {
-        assert!(Instant::now() < deadline, "the queue never reached its bound");
+        assert!(
+            Instant::now() < deadline,
+            "the queue never reached its bound"
+        );
         sup.run_once(Some(Duration::from_millis(5))).unwrap();
         let q = sup.queued_inbound_bytes_of(id).unwrap();
         assert!(q <= bound, "queued {q} > bound {bound}");

@@ -1261,3 +1261,124 @@ fn pong_goes_out_first_and_text_split_across_reads_is_reassembled() {
     assert_eq!(frames[0], (0xA, b"p1".to_vec()), "{frames:?}");
     assert_eq!(frames[1], (0x8, 1000u16.to_be_bytes().to_vec()));
 }
+
+// ---------------------------------------------------------- inbound bounds
+
+/// A sink with room for `room` data messages.
+struct Bounded {
+    seen: Vec<TransportEvent>,
+    data: usize,
+    room: usize,
+}
+
+impl EventSink for Bounded {
+    fn event(&mut self, ev: TransportEvent) {
+        if matches!(ev, TransportEvent::Text(_) | TransportEvent::Binary(_)) {
+            self.data += 1;
+        }
+        self.seen.push(ev);
+    }
+    fn full(&self) -> bool {
+        self.data >= self.room
+    }
+}
+
+/// The server sends `n` numbered binary messages in one burst, then a
+/// ping, and keeps the connection open. The client reads `budget` bytes per
+/// call into a sink that is full every 37 messages: it never gets more than
+/// it has room for, it stops with `has_unread` (no readiness event will
+/// come), and once given room it gets every message, in order.
+fn full_sink_and_read_budget(tls: bool, budget: usize) {
+    const N: u32 = 1000;
+    fn burst<S: Read + Write>(mut ws: tungstenite::WebSocket<S>) {
+        for i in 0..N {
+            ws.write(Message::binary(i.to_be_bytes().to_vec())).unwrap();
+        }
+        ws.write(Message::Ping(Bytes::from_static(b"end"))).unwrap();
+        ws.flush().unwrap();
+        while ws.read().is_ok() {}
+    }
+    let mut h = Harness::new();
+    let (mut t, _pki);
+    if tls {
+        let p = pki(&["localhost"]);
+        let cfg = p.server_config();
+        let addr = server(move |s| {
+            let conn = rustls::ServerConnection::new(cfg).unwrap();
+            burst(tungstenite::accept(rustls::StreamOwned::new(conn, s)).unwrap());
+        });
+        let mut c = tls_cfg(&p.ca_pem);
+        c.read_budget = budget;
+        t = h.connect(&url("wss", "localhost", addr, "/"), addr, &c);
+        _pki = Some(p);
+    } else {
+        let addr = server(|s| burst(tungstenite::accept(s).unwrap()));
+        let c = TransportConfig {
+            read_budget: budget,
+            ..TransportConfig::default()
+        };
+        t = h.connect(&url("ws", "127.0.0.1", addr, "/"), addr, &c);
+        _pki = None;
+    }
+    let mut sink = Bounded {
+        seen: Vec::new(),
+        data: 0,
+        room: 37,
+    };
+    let deadline = Instant::now() + DEADLINE * 4;
+    let ping = TransportEvent::Ping(Bytes::from_static(b"end"));
+    while !has(&sink.seen, &ping) {
+        assert!(Instant::now() < deadline, "stuck at {} messages", sink.data);
+        let wait = if t.has_unread() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(50)
+        };
+        h.poll.poll(&mut h.events, Some(wait)).unwrap();
+        for ev in h.events.iter() {
+            let r = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+            let w = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+            t.handle_event_into(h.poll.registry(), r, w, &mut sink);
+        }
+        if t.has_unread() {
+            t.handle_event_into(h.poll.registry(), false, false, &mut sink);
+        }
+        assert!(sink.data <= sink.room, "{} > {}", sink.data, sink.room);
+        if sink.full() {
+            assert!(t.has_unread() || sink.data == N as usize);
+            sink.room += 37;
+        }
+    }
+    let got: Vec<u32> = sink
+        .seen
+        .iter()
+        .filter_map(|e| match e {
+            TransportEvent::Binary(b) => Some(u32::from_be_bytes(b[..].try_into().unwrap())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, (0..N).collect::<Vec<_>>());
+    assert!(!t.has_unread());
+    t.close(h.registry(), 1000, "");
+    h.drive_until_final(&mut t);
+}
+
+#[test]
+fn full_sink_keeps_the_rest_in_order_plain() {
+    full_sink_and_read_budget(false, 256 << 10);
+}
+
+#[test]
+fn full_sink_keeps_the_rest_in_order_tls() {
+    full_sink_and_read_budget(true, 256 << 10);
+}
+
+#[test]
+fn tiny_read_budget_plain() {
+    full_sink_and_read_budget(false, 7);
+}
+
+#[test]
+fn tiny_read_budget_tls() {
+    full_sink_and_read_budget(true, 7);
+}

@@ -5,7 +5,8 @@
 //! 3. a silent peer is declared dead no later than
 //!    `interval × failure_threshold + timeout` after its last sign of life
 //!    (Ping, Deribit and Custom strategies), and never while it answers;
-//! 4. the same seed and inputs give the identical action/event sequence.
+//! 4. the same seed and inputs give the identical action/transmit/event
+//!    sequence from the whole per-client machine (`client::Client`).
 
 use core::time::Duration;
 use proptest::prelude::*;
@@ -14,7 +15,9 @@ use zenws_core::frame::{Frame, FrameKind};
 use zenws_core::heartbeat::{HeartbeatConfig, Strategy as Hb};
 use zenws_core::ratelimit::RateLimit;
 use zenws_core::retry::{Jitter, RetryCount, RetryPolicy};
-use zenws_core::session::{Session, SessionConfig};
+use zenws_core::client::{Client, ClientEvent};
+use zenws_core::exchange::deribit::Deribit;
+use zenws_core::session::{SessionConfig, Transmit};
 use zenws_core::supervisor::{
     Decision, RestartIntensity, RestartType, Supervisor, SupervisorConfig,
 };
@@ -473,6 +476,11 @@ const MESSAGES: &[&[u8]] = &[
     br#"{"jsonrpc":"2.0","id":1,"result":"ok"}"#,
     b"pong",
     b"data",
+    // Answers to the session's first requests (auth with a 1 s token and a
+    // refresh token, then the subscribe batch), and a rate-limit error.
+    br#"{"jsonrpc":"2.0","id":9500000000000,"result":{"access_token":"a","expires_in":1,"refresh_token":"r"}}"#,
+    br#"{"jsonrpc":"2.0","id":9500000000001,"result":["trades"]}"#,
+    br#"{"jsonrpc":"2.0","id":9500000000001,"error":{"code":10028,"message":"too_many_requests"}}"#,
 ];
 
 const ERRORS: &[Error] = &[
@@ -508,15 +516,17 @@ fn input() -> impl Strategy<Value = Input> {
 #[derive(Debug, PartialEq)]
 enum Out {
     Action(Action),
-    Event(Event),
+    Event(ClientEvent),
+    Transmit(Transmit, String),
     Send(Result<(), zenws_core::SendError>),
     Delivery(zenws_core::Delivery),
     Timeout(Option<Instant>),
-    Session(zenws_core::session::SessionEvent),
 }
 
+/// The whole per-client machine (connection, session, Deribit protocol)
+/// driven in the documented call order.
 fn run(kind: Kind, seed: u64, inputs: &[Input]) -> Vec<Out> {
-    let mut c = Connection::new(ConnectionConfig {
+    let config = ConnectionConfig {
         heartbeat: heartbeat(kind, 500, 200, 2),
         retry: RetryPolicy {
             retry_count: RetryCount::Limited(4),
@@ -526,23 +536,20 @@ fn run(kind: Kind, seed: u64, inputs: &[Input]) -> Vec<Out> {
         rate_limit: Some(RateLimit::flat(5, 3)),
         seed,
         ..ConnectionConfig::default()
-    });
-    let mut s: Session<4, 16, 4> = Session::new(SessionConfig::default());
-    s.subscribe("trades").unwrap();
+    };
+    let deribit = Deribit::with_credentials("id", "secret").unwrap();
+    let mut c: Client<Deribit, 4, 16, 4> = Client::new(config, SessionConfig::default(), deribit);
+    c.subscribe("trades").unwrap();
     let mut out = Vec::new();
     let mut now = T0;
     let mut token = 0u64;
     for i in inputs {
-        let epoch = |c: &Connection, back: u8| c.epoch().wrapping_sub(u32::from(back));
+        let epoch = |c: &Client<Deribit, 4, 16, 4>, back: u8| c.epoch().wrapping_sub(u32::from(back));
         match *i {
             Input::Connect => c.connect(now),
             Input::Open(b) => c.handle_open(now, epoch(&c, b)),
             Input::Message(b, m) => {
-                let d = c.handle_message(now, epoch(&c, b), MESSAGES[m]);
-                if d == zenws_core::Delivery::Deliver {
-                    s.on_message(now, MESSAGES[m]);
-                }
-                out.push(Out::Delivery(d));
+                out.push(Out::Delivery(c.handle_message(now, epoch(&c, b), MESSAGES[m])));
             }
             Input::Pong(b) => c.handle_pong(now, epoch(&c, b), &token.to_be_bytes()),
             Input::Error(b, e) => c.handle_error(now, epoch(&c, b), ERRORS[e]),
@@ -558,32 +565,38 @@ fn run(kind: Kind, seed: u64, inputs: &[Input]) -> Vec<Out> {
                     now = now.max(t);
                 }
                 c.handle_timeout(now);
-                s.handle_timeout(now);
             }
             Input::Wait(d) => now = now + ms(d),
             Input::Restart(d) => c.restart(now, now + ms(d)),
         }
-        while let Some(a) = c.poll_action() {
-            if let Action::Send {
-                frame: Frame::Ping { token: t },
-                ..
-            } = a
-            {
-                token = t;
+        loop {
+            let mut moved = false;
+            while let Some(a) = c.poll_action() {
+                moved = true;
+                if let Action::Send {
+                    frame: Frame::Ping { token: t },
+                    ..
+                } = a
+                {
+                    token = t;
+                }
+                out.push(Out::Action(a));
             }
-            out.push(Out::Action(a));
-        }
-        while let Some(e) = c.poll_event() {
-            match e {
-                Event::Opened { epoch } => s.on_open(now, epoch),
-                Event::Disconnected { .. } | Event::Exited(_) => s.on_disconnect(),
-                _ => {}
+            loop {
+                let mut text = String::new();
+                let Some(t) = c.poll_transmit(now, 0, &mut text) else {
+                    break;
+                };
+                moved = true;
+                out.push(Out::Transmit(t, text));
             }
-            out.push(Out::Event(e));
-        }
-        while s.poll_step(now).is_some() {}
-        while let Some(e) = s.poll_event() {
-            out.push(Out::Session(e));
+            while let Some(e) = c.poll_event() {
+                moved = true;
+                out.push(Out::Event(e));
+            }
+            if !moved {
+                break;
+            }
         }
         out.push(Out::Timeout(c.poll_timeout()));
     }

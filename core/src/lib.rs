@@ -66,6 +66,9 @@
 //!
 //! - `std` (default): `std::error::Error` impls for the error types. Nothing
 //!   else changes: the core reads no clock and does no I/O either way.
+//! - `sim` (off by default): the deterministic simulator, `zenws_core::sim`
+//!   (virtual clock, simulated network, seeded faults). It allocates, so it
+//!   implies `std`.
 //!
 //! # Example: one connection on virtual time
 //!

@@ -33,6 +33,11 @@ cargo +"$MSRV" check --locked --target-dir target/msrv -p zenws-core -p zenws-mi
 cargo +"$MSRV" check --locked --target-dir target/msrv -p zenws-core --no-default-features --target thumbv7em-none-eabihf
 
 step "the publishable crates package, and build from their packaged sources"
+# zenws-mio's verify build takes zenws-core from a local registry that cargo unpacks into
+# $CARGO_HOME/registry/src/-<hash>/ once and never refreshes (the version stays 0.1.0 while
+# the code changes): drop those stale copies of our own crates first.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/zenws-core-* \
+       "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/zenws-mio-*
 cargo package -p zenws-core -p zenws-mio --allow-dirty --quiet
 
 step "documentation builds without warnings (every feature, as on docs.rs)"

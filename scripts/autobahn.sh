@@ -5,14 +5,17 @@
 #
 #   (default)       install wstest into <repo>/.autobahn-venv (idempotent),
 #                   cargo build --release --example autobahn_client,
-#                   run shared/autobahn/run-client.sh with it, print the summary line
+#                   run scripts/autobahn/run-client.sh with it, print the summary line
 #   --quick         skip the 9.* limits/performance cases (AUTOBAHN_EXCLUDE="9.* 12.* 13.*")
 #   --no-build      do not run cargo; use the already built example
 #   --server-check  install, then only check that the fuzzingserver starts on loopback
 #                   and answers /getCaseCount; stop it (no Rust needed)
 #   -- CLIENT_CMD   run this client instead of the Rust example (implies --no-build)
 #
-# Finds the shared recipe in $ZENWS_SHARED if set, else $(git rev-parse --show-toplevel)/../shared.
+# The recipe lives in the repository (scripts/autobahn/: install.sh with pinned PyPI packages,
+# the py3port.py patch of the Python-2-only suite, fuzzingserver.json, run-client.sh,
+# summarize.py; see scripts/autobahn/README.md). Nothing outside the repository is needed
+# but python3 and access to PyPI on the first run; the venv is the git-ignored .autobahn-venv/.
 # Other knobs go straight to run-client.sh: AUTOBAHN_CASES, AUTOBAHN_EXCLUDE, AUTOBAHN_PORT,
 # AUTOBAHN_TIMEOUT, AUTOBAHN_OUTDIR (default <repo>/reports/clients), AUTOBAHN_SUMMARY_ARGS.
 # Exit status: run-client.sh's (non-zero if any case FAILED, nothing ran, or the client failed).
@@ -31,21 +34,15 @@ while [ $# -gt 0 ]; do
     --no-build) BUILD=0 ;;
     --server-check) SERVER_CHECK=1 ;;
     --) shift; CLIENT=("$@"); BUILD=0; break ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
   shift
 done
 
-if [ -n "${ZENWS_SHARED:-}" ]; then
-  SHARED="$ZENWS_SHARED"
-else
-  SHARED="$ROOT/../shared"
-fi
-AB="$SHARED/autobahn"
-[ -x "$AB/run-client.sh" ] && [ -x "$AB/install.sh" ] \
-  || die "no Autobahn recipe at $AB (expected install.sh, run-client.sh); set ZENWS_SHARED=/path/to/shared"
-AB="$(cd "$AB" && pwd)"
+AB="$HERE/autobahn"
+[ -f "$AB/run-client.sh" ] && [ -f "$AB/install.sh" ] \
+  || die "no Autobahn recipe at $AB (expected install.sh, run-client.sh)"
 
 export AUTOBAHN_VENV="$ROOT/.autobahn-venv"
 export AUTOBAHN_OUTDIR="${AUTOBAHN_OUTDIR:-$ROOT/reports/clients}"

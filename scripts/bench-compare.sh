@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# zenws-mio's client next to the perf kit's baselines (tt4k = tokio-tungstenite with a
+# zenws-mio's client next to the baselines (tt4k = tokio-tungstenite with a
 # 4 KiB read buffer, fws = fastwebsockets), same run, same echo peer, same core.
 # NOT part of the test suite (scripts/test.sh): it takes minutes and its numbers are for
 # people, not assertions. Prints a markdown report; raw JSONL goes to $OUTDIR.
@@ -13,15 +13,16 @@
 # wss (1000 idle wss:// against examples/tls_echo_peer: ours and a tungstenite+rustls
 # baseline), idle10k (10,000 supervised idle conns, 1 s pings, IDLE10K_DUR seconds),
 # core (zenws-core's core_bench example, if present).
-# Env: KIT_SRC (/work/shared/perf), PERF_CACHE ($HOME/.cache/zenws-perf: the kit is copied
-# and built there once, rebuilt only when its sources change), DUR (5), WARM (1), SIZE (64),
-# REPS (1; >1 reports medians), CORE (1: client and peer share it, the kit's TOPOS=same),
-# IDLE10K_DUR (60), OUTDIR.
+# The baselines are in the repository: scripts/bench/baselines/ (a crate of its own, not a
+# workspace member), built on first use with --locked into target/baselines (minutes on 2
+# cores once; cargo makes it a no-op afterwards). Needs nothing outside the repository.
+# Env: DUR (5), WARM (1), SIZE (64), REPS (1; >1 reports medians), CORE (1: client and peer
+# share it), IDLE10K_DUR (60), OUTDIR, PEER_PORT (9003).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-KIT_SRC=${KIT_SRC:-/work/shared/perf}
-CACHE=${PERF_CACHE:-$HOME/.cache/zenws-perf}
-KIT=$CACHE/kit
+BASELINES=$ROOT/scripts/bench/baselines
+BASE_TARGET=$ROOT/target/baselines
+PEER_PORT=${PEER_PORT:-9003}
 DUR=${DUR:-5}; WARM=${WARM:-1}; SIZE=${SIZE:-64}; REPS=${REPS:-1}; CORE=${CORE:-1}
 IDLE10K_DUR=${IDLE10K_DUR:-60}
 SECTIONS=${SECTIONS:-"pp1 pp100 pp1000 idle wss idle10k core"}
@@ -37,25 +38,26 @@ log "build our bench (release)"
 OURS=$ROOT/target/release/examples/bench
 PEER_TLS=$ROOT/target/release/examples/tls_echo_peer
 
-log "perf kit in $KIT"
-mkdir -p "$KIT"
-# Copy preserving mtimes, so an unchanged kit is not rebuilt.
-cp -rp "$KIT_SRC/." "$KIT/"
-if [ ! -x "$KIT/target/release/wsbench" ] || [ -n "$(find "$KIT/src" "$KIT/Cargo.toml" "$KIT/Cargo.lock" -newer "$KIT/target/release/wsbench" 2>/dev/null)" ]; then
-  log "building the kit (minutes on 2 cores)"
-  # setup.sh also installs the Node/Python peers; only the Rust part is needed here.
-  (cd "$KIT" && scripts/setup.sh >&2) || (cd "$KIT" && cargo build --release >&2)
-fi
-WSBENCH=$KIT/target/release/wsbench
+log "baselines (scripts/bench/baselines, release, --locked; the first build takes minutes)"
+cargo build --release --locked --manifest-path "$BASELINES/Cargo.toml" --target-dir "$BASE_TARGET" 2>&1 | tail -n 2 >&2
+WSBENCH=$BASE_TARGET/release/wsbench
+ECHO=$BASE_TARGET/release/echo_server
 
 cleanup() {
-  "$KIT/scripts/peers.sh" stop >/dev/null 2>&1 || true
+  if [ -n "${ECHO_PID:-}" ]; then kill "$ECHO_PID" 2>/dev/null || true; wait "$ECHO_PID" 2>/dev/null || true; fi
   if [ -n "${TLS_PID:-}" ]; then kill "$TLS_PID" 2>/dev/null || true; fi
   if [ -n "${TLS_FIFO_FD:-}" ]; then exec {TLS_FIFO_FD}>&- || true; fi
 }
 trap cleanup EXIT
-SERVER_CORE=$CORE "$KIT/scripts/peers.sh" start fws >&2
-URL=ws://127.0.0.1:9003/
+# The echo peer (fastwebsockets + hyper), pinned to the client's core.
+if (exec 3<>"/dev/tcp/127.0.0.1/$PEER_PORT") 2>/dev/null; then
+  log "127.0.0.1:$PEER_PORT is taken; set PEER_PORT to a free port"; exit 2
+fi
+taskset -c "$CORE" "$ECHO" fws "127.0.0.1:$PEER_PORT" 2>"$OUTDIR/echo_server.log" &
+ECHO_PID=$!
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PEER_PORT") 2>/dev/null && break; sleep 0.1; done
+kill -0 "$ECHO_PID" 2>/dev/null || { log "echo_server failed to start (see $OUTDIR/echo_server.log)"; exit 1; }
+URL=ws://127.0.0.1:$PEER_PORT/
 
 run() { # run SECTION CLIENT CONNS MODE URL [extra args...]
   local sec=$1 cli=$2 n=$3 mode=$4 url=$5; shift 5

@@ -1,9 +1,9 @@
 //! Run the deterministic simulation over many seeds, or replay one.
 //!
 //! ```text
-//! SEEDS=100000 cargo run --release -p zenws-core --example sim_seeds   # seeds 0..100000
-//! SEEDS=1000 START=5000 cargo run --release -p zenws-core --example sim_seeds
-//! SEED=42 cargo run --release -p zenws-core --example sim_seeds        # replay one, full trace
+//! SEEDS=100000 cargo run --release -p zenws-core --features sim --example sim_seeds   # seeds 0..100000
+//! SEEDS=1000 START=5000 cargo run --release -p zenws-core --features sim --example sim_seeds
+//! SEED=42 cargo run --release -p zenws-core --features sim --example sim_seeds        # replay one, full trace
 //! ```
 //!
 //! Every seed runs twice and the two trace hashes must match. A failing

@@ -64,8 +64,14 @@
 //!
 //! # Feature flags
 //!
-//! - `std` (default): `std::error::Error` impls for the error types. Nothing
-//!   else changes: the core reads no clock and does no I/O either way.
+//! - `std` (default): `std::error::Error` impls for the error types; implies
+//!   `alloc`. Nothing else changes: the core reads no clock and does no I/O
+//!   either way.
+//! - `alloc` (on with `std`): a client's session state is boxed and created
+//!   only when used, so a plain client stays small (see [`client::Client`]).
+//! - `sim` (off by default): the deterministic simulator, `zenws_core::sim`
+//!   (virtual clock, simulated network, seeded faults). It allocates, so it
+//!   implies `std`.
 //!
 //! # Example: one connection on virtual time
 //!

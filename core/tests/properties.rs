@@ -365,7 +365,7 @@ fn silent_peer(
                 inbox.insert(
                     (t + delay, seq),
                     Delivery::ServerHeartbeat {
-                        test_request: seq % 3 == 0,
+                        test_request: seq.is_multiple_of(3),
                     },
                 );
                 server_next = Some(t + server_interval);

@@ -14,7 +14,7 @@ use zenws_core::sim::{run_seed, Faults, SimConfig, Violation};
 use zenws_core::Instant;
 
 /// Seeds `cargo test` runs (`SEEDS=30000` overrides; the 10-minute sweep
-/// is `SEEDS=30000 cargo run --release -p zenws-core --example sim_seeds`).
+/// is `SEEDS=30000 cargo run --release -p zenws-core --features sim --example sim_seeds`).
 fn seeds() -> u64 {
     std::env::var("SEEDS")
         .ok()

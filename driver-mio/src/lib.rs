@@ -36,8 +36,18 @@
 //! ```
 //! use std::time::Duration;
 //! use zenws_mio::{Client, ClientConfig};
-//! # let server = zenws_tests::EchoServer::plain().unwrap();
-//! # let url = server.url();
+//! # // A loopback echo server for this example (tungstenite's server handshake).
+//! # let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+//! # let url = format!("ws://{}/", listener.local_addr().unwrap());
+//! # std::thread::spawn(move || {
+//! #     let (tcp, _) = listener.accept().unwrap();
+//! #     let mut ws = tungstenite::accept(tcp).unwrap();
+//! #     while let Ok(msg) = ws.read() {
+//! #         if (msg.is_text() || msg.is_binary()) && ws.send(msg).is_err() {
+//! #             break;
+//! #         }
+//! #     }
+//! # });
 //! let mut client = Client::connect(&url, ClientConfig::default())?;
 //! client.send_text("hello")?;
 //! let reply = client.recv_message(Duration::from_secs(5))?.expect("echo");

@@ -345,7 +345,7 @@ impl Violation {
 
 /// The shell command that replays `seed` with its full trace.
 pub fn replay_command(seed: u64) -> String {
-    format!("SEED={seed} cargo run --release -p zenws-core --example sim_seeds")
+    format!("SEED={seed} cargo run --release -p zenws-core --features sim --example sim_seeds")
 }
 
 impl fmt::Display for Violation {

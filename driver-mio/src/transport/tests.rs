@@ -1048,7 +1048,7 @@ impl Read for Trickle {
 impl Write for Trickle {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.writes += 1;
-        if self.writes % 64 == 0 {
+        if self.writes.is_multiple_of(64) {
             thread::sleep(Duration::from_millis(1));
         }
         self.socket.write(&buf[..buf.len().min(self.chunk)])

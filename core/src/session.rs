@@ -25,7 +25,7 @@
 //! a deadline times it out; a disconnect fails every pending request.
 //!
 //! **Ids.** The user's request ids must stay below
-//! [`CORE_ID_BASE`](crate::frame::CORE_ID_BASE) ([`TrackError::Reserved`]
+//! [`CORE_ID_BASE`] ([`TrackError::Reserved`]
 //! otherwise); the session's own requests use ids from [`SESSION_ID_BASE`]
 //! and the heartbeat's from `CORE_ID_BASE`, so no answer is ever taken for
 //! someone else's.
@@ -152,7 +152,7 @@ pub enum SessionEvent {
         expires_in: Option<Duration>,
     },
     /// The server refused the credentials (a fatal error class): the
-    /// client fails with [`Error::AuthRejected`](crate::Error::AuthRejected).
+    /// client fails with [`Error::AuthRejected`].
     AuthRejected {
         /// Socket.
         epoch: Epoch,

@@ -267,7 +267,7 @@ impl<P: Protocol> Protocol for Option<P> {
         self.as_ref().map(|p| p.auth_answer(result)).unwrap_or_default()
     }
     fn granted(&self, answer: &JsonRpcView<'_>, channel: &str) -> bool {
-        self.as_ref().map_or(true, |p| p.granted(answer, channel))
+        self.as_ref().is_none_or(|p| p.granted(answer, channel))
     }
     fn classify(&self, code: i64) -> ErrorClass {
         self.as_ref().map_or(ErrorClass::Fatal, |p| p.classify(code))

@@ -126,7 +126,16 @@ impl fmt::Debug for Target {
 /// assert_eq!(redact("not a url"), "not a url");
 /// ```
 pub fn redact(url: &str) -> String {
-    let (scheme, rest) = match url.find("://") {
+    // A scheme only if what precedes `://` can be one (RFC 3986 §3.1): a
+    // `://` inside the query or the userinfo is not a scheme separator
+    // (found by the `url` fuzz target: `x?token=s3cr3t://h` was shown whole).
+    let scheme_end = url.find("://").filter(|&i| {
+        let s = url[..i].as_bytes();
+        s.first().is_some_and(u8::is_ascii_alphabetic)
+            && s.iter()
+                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    });
+    let (scheme, rest) = match scheme_end {
         Some(i) => url.split_at(i + 3),
         None => ("", url),
     };
@@ -383,6 +392,11 @@ mod tests {
             ("ws://a@b@h?k", "ws://h?<redacted>"),
             ("http://h/x?y", "http://h/x?<redacted>"),
             ("garbage?secret", "garbage?<redacted>"),
+            // A `://` after the query or inside the userinfo is no scheme.
+            ("x?token=s3cr3t://h", "x?<redacted>"),
+            ("ws://h/p#frag://h", "ws://h/p#<redacted>"),
+            ("a+b.c-d://u:pw@h/p", "a+b.c-d://h/p"),
+            ("://h/p?q", "://h/p?<redacted>"),
             ("", ""),
         ] {
             assert_eq!(redact(raw), shown, "{raw:?}");

@@ -234,7 +234,7 @@ fn every_pending_request_is_reported_on_disconnect_and_timeout() {
     assert_eq!(s.pending_requests(), 0);
 }
 
-/// `SEED=n cargo test -p zenws-core --test sim replay_one -- --ignored --nocapture`:
+/// `SEED=n cargo test -p zenws-core --features sim --test sim replay_one -- --ignored --nocapture`:
 /// the full trace of one seed with the `cargo test` configuration.
 #[test]
 #[ignore]

@@ -382,6 +382,8 @@ pub struct ClientSupervisor {
     inbox: Inbox,
     /// Scratch for rendering session messages.
     text: String,
+    /// Scratch for the timer entries due in one turn.
+    due: Vec<(Instant, usize)>,
     commands: mpsc::Receiver<Command>,
     command_tx: mpsc::Sender<Command>,
     webpki: Option<Arc<rustls::ClientConfig>>,
@@ -463,6 +465,7 @@ impl ClientSupervisor {
             resolver: None,
             inbox: Inbox::new(),
             text: String::new(),
+            due: Vec::new(),
             commands,
             command_tx,
             webpki: None,
@@ -944,7 +947,15 @@ impl ClientSupervisor {
     }
 
     fn run_timers(&mut self, now: Instant) {
-        while let Some((at, key)) = self.timers.pop_due(now) {
+        // The entries due now, taken first: a machine that keeps asking to
+        // be woken "now" is served once per turn (the next turn polls
+        // without waiting), never in a loop that keeps this turn from ending.
+        let mut due = std::mem::take(&mut self.due);
+        due.clear();
+        while let Some(entry) = self.timers.pop_due(now) {
+            due.push(entry);
+        }
+        for &(at, key) in &due {
             let Some(slot) = self.slots.get_mut(key) else {
                 continue;
             };
@@ -964,6 +975,7 @@ impl ClientSupervisor {
             slot.client.handle_timeout(now);
             self.drive(key, now);
         }
+        self.due = due;
         let slots = &self.slots;
         self.timers
             .compact(slots.len(), |k| slots.get(k).and_then(|s| s.deadline));

@@ -130,7 +130,7 @@ pub fn redact(url: &str) -> String {
     // `://` inside the query or the userinfo is not a scheme separator
     // (found by the `url` fuzz target: `x?token=s3cr3t://h` was shown whole).
     let scheme_end = url.find("://").filter(|&i| {
-        let s = url[..i].as_bytes();
+        let s = &url.as_bytes()[..i];
         s.first().is_some_and(u8::is_ascii_alphabetic)
             && s.iter()
                 .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))

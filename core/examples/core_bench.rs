@@ -14,9 +14,9 @@
 use core::time::Duration;
 use std::hint::black_box;
 use std::time::Instant as Wall;
+use zenws_core::exchange::NoProtocol;
 use zenws_core::frame::Frame;
 use zenws_core::ratelimit::RateLimit;
-use zenws_core::exchange::NoProtocol;
 use zenws_core::session::{Session, SessionConfig, SessionEvent};
 use zenws_core::{Action, Connection, ConnectionConfig, Delivery, HeartbeatConfig, Instant};
 

@@ -39,10 +39,24 @@ fn add(total: &mut SimReport, r: &SimReport) {
         ($($field:ident),*) => { $(f.$field += g.$field;)* };
     }
     sum!(
-        refreshes, refresh_refused, auth_transient, auth_ignored, auth_slow, auth_rejected,
-        private_on_expired_token, rate_limited, channels_omitted, raw_unauthorized,
-        subscribe_errors, subscribe_unauthorized, subscribe_ignored, heartbeat_setup_errors,
-        cod_acks, cod_errors, cod_ignored, test_request_closes
+        refreshes,
+        refresh_refused,
+        auth_transient,
+        auth_ignored,
+        auth_slow,
+        auth_rejected,
+        private_on_expired_token,
+        rate_limited,
+        channels_omitted,
+        raw_unauthorized,
+        subscribe_errors,
+        subscribe_unauthorized,
+        subscribe_ignored,
+        heartbeat_setup_errors,
+        cod_acks,
+        cod_errors,
+        cod_ignored,
+        test_request_closes
     );
     total.faults = f;
 }

@@ -410,7 +410,12 @@ impl<P: Protocol, const SUBS: usize, const CHAN: usize, const REQS: usize>
     /// the socket still has to write). Send the appended text on the socket
     /// of [`Transmit::epoch`]. `None`: nothing to send now (then anything
     /// appended to `out` is to be discarded).
-    pub fn poll_transmit<W>(&mut self, now: Instant, pending_bytes: usize, out: &mut W) -> Option<Transmit>
+    pub fn poll_transmit<W>(
+        &mut self,
+        now: Instant,
+        pending_bytes: usize,
+        out: &mut W,
+    ) -> Option<Transmit>
     where
         W: fmt::Write + AsRef<str>,
     {

@@ -5,6 +5,7 @@
 use super::*;
 use crate::exchange::binance::Binance;
 use crate::exchange::deribit::Deribit;
+use crate::exchange::ErrorClass;
 use crate::exchange::NoProtocol;
 use crate::exit::ExitReason;
 use crate::frame::{Frame, CORE_ID_BASE, SESSION_ID_BASE};
@@ -12,7 +13,6 @@ use crate::heartbeat::HeartbeatConfig;
 use crate::ratelimit::RateLimit;
 use crate::retry::{Jitter, RetryPolicy};
 use crate::session::{Rejection, RpcError, TransmitKind};
-use crate::exchange::ErrorClass;
 use std::format;
 use std::string::String;
 use std::vec::Vec;
@@ -45,7 +45,8 @@ fn creds() -> Deribit {
     Deribit::with_credentials("client-id", "SECRET-xyz").unwrap()
 }
 
-const TOKENS: &str = r#"{"access_token":"ACCESS-tok","refresh_token":"REFRESH-tok","expires_in":900}"#;
+const TOKENS: &str =
+    r#"{"access_token":"ACCESS-tok","refresh_token":"REFRESH-tok","expires_in":900}"#;
 
 fn ok(id: u64, result: &str) -> String {
     format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#)
@@ -98,7 +99,9 @@ fn pump<P: Protocol>(c: &mut Client<P>, now: Instant) -> Out {
         }
         loop {
             let mut text = String::new();
-            let Some(t) = c.poll_transmit(now, 0, &mut text) else { break };
+            let Some(t) = c.poll_transmit(now, 0, &mut text) else {
+                break;
+            };
             moved = true;
             out.sent.push((t, text));
         }
@@ -116,7 +119,9 @@ fn pump<P: Protocol>(c: &mut Client<P>, now: Instant) -> Out {
 fn open<P: Protocol>(c: &mut Client<P>, now: Instant) -> (Epoch, Out) {
     c.connect(now);
     let first = pump(c, now);
-    let Some(&Action::Connect { epoch }) = first.actions.last() else { panic!("{first:?}") };
+    let Some(&Action::Connect { epoch }) = first.actions.last() else {
+        panic!("{first:?}")
+    };
     c.handle_open(now, epoch);
     (epoch, pump(c, now))
 }
@@ -129,7 +134,10 @@ fn run_until<P: Protocol>(c: &mut Client<P>, until: Instant) -> Out {
         if next > until {
             break;
         }
-        assert!(last.is_none_or(|l| next > l), "poll_timeout did not advance: {next:?}");
+        assert!(
+            last.is_none_or(|l| next > l),
+            "poll_timeout did not advance: {next:?}"
+        );
         last = Some(next);
         c.handle_timeout(next);
         let o = pump(c, next);
@@ -140,7 +148,12 @@ fn run_until<P: Protocol>(c: &mut Client<P>, until: Instant) -> Out {
     all
 }
 
-fn answer<P: Protocol>(c: &mut Client<P>, now: Instant, epoch: Epoch, text: &str) -> (Delivery, Out) {
+fn answer<P: Protocol>(
+    c: &mut Client<P>,
+    now: Instant,
+    epoch: Epoch,
+    text: &str,
+) -> (Delivery, Out) {
     let d = c.handle_message(now, epoch, text.as_bytes());
     (d, pump(c, now))
 }
@@ -155,12 +168,20 @@ fn grant(c: &mut Client<Deribit>, now: Instant, epoch: Epoch, sent: &(Transmit, 
 
 #[test]
 fn deribit_open_auth_cancel_on_disconnect_subscribe() {
-    let mut c: Client<Deribit> = Client::new(config(), SessionConfig::default(), creds().cancel_on_disconnect(true));
+    let mut c: Client<Deribit> = Client::new(
+        config(),
+        SessionConfig::default(),
+        creds().cancel_on_disconnect(true),
+    );
     c.subscribe("book.BTC-PERPETUAL.100ms").unwrap();
     c.subscribe("user.orders.any.any.raw").unwrap();
     let (epoch, o) = open(&mut c, t(0));
     assert_eq!(o.connection(), [Event::Opened { epoch }]);
-    assert_eq!(o.kinds(), [TransmitKind::Authenticate { refresh: false }], "auth first, alone");
+    assert_eq!(
+        o.kinds(),
+        [TransmitKind::Authenticate { refresh: false }],
+        "auth first, alone"
+    );
     let auth = o.sent[0].0;
     assert_eq!(auth.epoch, epoch);
 
@@ -169,21 +190,49 @@ fn deribit_open_auth_cancel_on_disconnect_subscribe() {
     assert_eq!(d, Delivery::Consumed);
     assert_eq!(
         o.session(),
-        [SessionEvent::Authenticated { epoch, refresh: false, expires_in: Some(secs(900)) }]
+        [SessionEvent::Authenticated {
+            epoch,
+            refresh: false,
+            expires_in: Some(secs(900))
+        }]
     );
-    assert_eq!(o.kinds(), [TransmitKind::AfterAuth(0)], "cancel-on-disconnect before any subscribe");
+    assert_eq!(
+        o.kinds(),
+        [TransmitKind::AfterAuth(0)],
+        "cancel-on-disconnect before any subscribe"
+    );
     assert!(o.sent[0].1.contains("private/enable_cancel_on_disconnect"));
 
     let (d, o) = answer(&mut c, t(20), epoch, &ok(o.sent[0].0.id, r#""ok""#));
     assert_eq!(d, Delivery::Consumed);
-    assert_eq!(o.session(), [SessionEvent::AfterAuth { epoch, step: 0, error: None }]);
-    assert_eq!(o.kinds(), [TransmitKind::Subscribe(1), TransmitKind::Subscribe(1)]);
+    assert_eq!(
+        o.session(),
+        [SessionEvent::AfterAuth {
+            epoch,
+            step: 0,
+            error: None
+        }]
+    );
+    assert_eq!(
+        o.kinds(),
+        [TransmitKind::Subscribe(1), TransmitKind::Subscribe(1)]
+    );
     assert!(o.sent[0].1.contains("public/subscribe") && o.sent[1].1.contains("private/subscribe"));
     let batches = o.sent;
     let o = grant(&mut c, t(30), epoch, &batches[0]);
-    assert!(o.session().is_empty(), "restored only when every batch is answered");
+    assert!(
+        o.session().is_empty(),
+        "restored only when every batch is answered"
+    );
     let o = grant(&mut c, t(30), epoch, &batches[1]);
-    assert_eq!(o.session(), [SessionEvent::Restored { epoch, granted: 2, rejected: 0 }]);
+    assert_eq!(
+        o.session(),
+        [SessionEvent::Restored {
+            epoch,
+            granted: 2,
+            rejected: 0
+        }]
+    );
 
     // Data is the application's.
     let (d, _) = answer(
@@ -203,16 +252,32 @@ fn refused_credentials_abort_the_socket_and_fail_the_client() {
     let (epoch, o) = open(&mut c, t(0));
     let (d, o) = answer(&mut c, t(5), epoch, &err(o.sent[0].0.id, 13004));
     assert_eq!(d, Delivery::Consumed);
-    assert_eq!(o.actions, [Action::Abort { epoch, code: 1008 }], "no Connect: fatal");
-    assert_eq!(o.session(), [SessionEvent::AuthRejected { epoch, code: Some(13004) }]);
+    assert_eq!(
+        o.actions,
+        [Action::Abort { epoch, code: 1008 }],
+        "no Connect: fatal"
+    );
+    assert_eq!(
+        o.session(),
+        [SessionEvent::AuthRejected {
+            epoch,
+            code: Some(13004)
+        }]
+    );
     assert_eq!(
         o.connection(),
         [
-            Event::Disconnected { epoch, reason: Error::AuthRejected },
+            Event::Disconnected {
+                epoch,
+                reason: Error::AuthRejected
+            },
             Event::Exited(ExitReason::Fatal(Error::AuthRejected)),
         ]
     );
-    assert_eq!(c.state(), State::Failed(ExitReason::Fatal(Error::AuthRejected)));
+    assert_eq!(
+        c.state(),
+        State::Failed(ExitReason::Fatal(Error::AuthRejected))
+    );
     assert!(c.is_terminated());
     assert_eq!(c.poll_timeout(), None);
     assert_eq!(c.handle_send(t(6), b"{}", 0), Err(SendError::Stopped));
@@ -227,24 +292,44 @@ fn transient_auth_error_retries_on_the_same_socket() {
     let (_, o) = answer(&mut c, t(0), epoch, &err(o.sent[0].0.id, 13028));
     assert!(o.actions.is_empty(), "no abort, no reconnect: {o:?}");
     assert!(o.sent.is_empty(), "not at once");
-    assert_eq!(o.session(), [SessionEvent::AuthRetrying { epoch, code: Some(13028), delay: ms(500) }]);
+    assert_eq!(
+        o.session(),
+        [SessionEvent::AuthRetrying {
+            epoch,
+            code: Some(13028),
+            delay: ms(500)
+        }]
+    );
     assert_eq!(c.poll_timeout(), Some(t(500)));
     let o = run_until(&mut c, t(500));
     assert_eq!(o.kinds(), [TransmitKind::Authenticate { refresh: false }]);
     assert_eq!(o.sent[0].0.epoch, epoch);
     let (_, o) = answer(&mut c, t(600), epoch, &err(o.sent[0].0.id, 13028));
-    assert_eq!(o.session(), [SessionEvent::AuthRetrying { epoch, code: Some(13028), delay: ms(1_000) }]);
+    assert_eq!(
+        o.session(),
+        [SessionEvent::AuthRetrying {
+            epoch,
+            code: Some(13028),
+            delay: ms(1_000)
+        }]
+    );
     let o = run_until(&mut c, t(1_600));
     assert_eq!(o.kinds(), [TransmitKind::Authenticate { refresh: false }]);
     let (_, o) = answer(&mut c, t(1_700), epoch, &ok(o.sent[0].0.id, TOKENS));
-    assert!(matches!(o.session()[..], [SessionEvent::Authenticated { .. }, ..]));
+    assert!(matches!(
+        o.session()[..],
+        [SessionEvent::Authenticated { .. }, ..]
+    ));
     assert_eq!(c.state(), State::Open);
     assert_eq!(c.epoch(), epoch);
 }
 
 #[test]
 fn unanswered_auth_drops_the_socket_and_reconnects() {
-    let session = SessionConfig { request_timeout: secs(5), ..SessionConfig::default() };
+    let session = SessionConfig {
+        request_timeout: secs(5),
+        ..SessionConfig::default()
+    };
     let mut c: Client<Deribit> = Client::new(config(), session, creds());
     let (epoch, _) = open(&mut c, t(0));
     assert_eq!(c.poll_timeout(), Some(t(5_000)));
@@ -278,13 +363,22 @@ fn token_refreshed_on_the_same_socket_without_reconnecting() {
     assert!(o.sent[0].1.contains(r#""refresh_token":"REFRESH-tok""#));
     let (d, o) = answer(&mut c, t(841_100), epoch, &ok(o.sent[0].0.id, TOKENS));
     assert_eq!(d, Delivery::Consumed);
-    assert_eq!(o.session(), [SessionEvent::TokenRefreshed { epoch, expires_in: Some(secs(900)) }]);
+    assert_eq!(
+        o.session(),
+        [SessionEvent::TokenRefreshed {
+            epoch,
+            expires_in: Some(secs(900))
+        }]
+    );
     assert_eq!(c.poll_timeout(), Some(t(841_100 + 840_000)));
 }
 
 #[test]
 fn rate_limit_answer_holds_sends_and_the_reconnect_until_the_pool_refills() {
-    let cfg = ConnectionConfig { rate_limit: Some(RateLimit::deribit()), ..config() };
+    let cfg = ConnectionConfig {
+        rate_limit: Some(RateLimit::deribit()),
+        ..config()
+    };
     let mut c: Client<Deribit> = Client::new(cfg, SessionConfig::default(), Deribit::public());
     c.subscribe("book.BTC.100ms").unwrap();
     let (epoch, o) = open(&mut c, t(0));
@@ -304,24 +398,37 @@ fn rate_limit_answer_holds_sends_and_the_reconnect_until_the_pool_refills() {
             SessionEvent::RateLimited { code: 10028 },
             SessionEvent::RequestError {
                 id: 7,
-                error: RpcError { code: 10028, message: "m".try_into().unwrap(), class: ErrorClass::RateLimited }
+                error: RpcError {
+                    code: 10028,
+                    message: "m".try_into().unwrap(),
+                    class: ErrorClass::RateLimited
+                }
             },
         ]
     );
     // Every pool is empty: the next request waits for 500 credits (50 ms).
     assert_eq!(
         c.handle_send(t(1_000), query, 0),
-        Err(SendError::RateLimited { retry_after: ms(50) })
+        Err(SendError::RateLimited {
+            retry_after: ms(50)
+        })
     );
     c.handle_closed(t(1_010), epoch, Some(1000));
     let o = pump(&mut c, t(1_010));
     // Not the 1 s retry delay: the 50,000-credit pool refills in 5 s.
     assert!(
-        o.connection().contains(&Event::Reconnecting { attempt: 1, delay: ms(4_990), reason: Error::ClosedByPeer }),
+        o.connection().contains(&Event::Reconnecting {
+            attempt: 1,
+            delay: ms(4_990),
+            reason: Error::ClosedByPeer
+        }),
         "{o:?}"
     );
     let o = run_until(&mut c, Instant::from_nanos(t(6_000).as_nanos() - 1));
-    assert!(o.actions.is_empty(), "no reconnect before the credits are back: {o:?}");
+    assert!(
+        o.actions.is_empty(),
+        "no reconnect before the credits are back: {o:?}"
+    );
     let o = run_until(&mut c, t(6_000));
     assert_eq!(o.actions, [Action::Connect { epoch: epoch + 1 }]);
     c.handle_open(t(6_000), epoch + 1);
@@ -337,7 +444,9 @@ fn without_a_configured_rate_limit_the_protocols_applies_and_a_10028_holds_the_r
     let (epoch, _) = open(&mut c, t(0));
     c.track_request(t(0), 3).unwrap();
     let (_, o) = answer(&mut c, t(0), epoch, &err(3, 10028));
-    assert!(o.session().contains(&SessionEvent::RateLimited { code: 10028 }));
+    assert!(o
+        .session()
+        .contains(&SessionEvent::RateLimited { code: 10028 }));
     assert!(o.actions.is_empty(), "the server closes, not us");
     c.handle_closed(t(0), epoch, None);
     let o = pump(&mut c, t(0));
@@ -355,7 +464,10 @@ fn without_a_configured_rate_limit_the_protocols_applies_and_a_10028_holds_the_r
 
 #[test]
 fn session_messages_refused_by_the_rate_limit_go_out_when_credits_return() {
-    let cfg = ConnectionConfig { rate_limit: Some(RateLimit::deribit()), ..config() };
+    let cfg = ConnectionConfig {
+        rate_limit: Some(RateLimit::deribit()),
+        ..config()
+    };
     let mut c: Client<Deribit> = Client::new(cfg, SessionConfig::default(), Deribit::public());
     let (epoch, _) = open(&mut c, t(0));
     c.track_request(t(0), 3).unwrap();
@@ -384,7 +496,9 @@ fn partial_grant_via_the_client() {
     let rejected: Vec<(&str, Rejection)> = events
         .iter()
         .filter_map(|e| match *e {
-            SessionEvent::SubscriptionRejected { index, reason, .. } => Some((s.channel(index).unwrap(), reason)),
+            SessionEvent::SubscriptionRejected { index, reason, .. } => {
+                Some((s.channel(index).unwrap(), reason))
+            }
             _ => None,
         })
         .collect();
@@ -400,7 +514,11 @@ fn partial_grant_via_the_client() {
     );
     assert_eq!(
         o.session().last(),
-        Some(&SessionEvent::Restored { epoch, granted: 1, rejected: 3 })
+        Some(&SessionEvent::Restored {
+            epoch,
+            granted: 1,
+            rejected: 3
+        })
     );
 }
 
@@ -409,8 +527,14 @@ fn reserved_request_ids_refused_and_answers_correlated() {
     let mut c: Client<NoProtocol> = Client::new(config(), SessionConfig::default(), NoProtocol);
     assert!(c.session().is_none(), "no session until one is needed");
     let (epoch, _) = open(&mut c, t(0));
-    assert_eq!(c.track_request(t(0), CORE_ID_BASE), Err(TrackError::Reserved));
-    assert_eq!(c.track_request(t(0), SESSION_ID_BASE + 1), Err(TrackError::Reserved));
+    assert_eq!(
+        c.track_request(t(0), CORE_ID_BASE),
+        Err(TrackError::Reserved)
+    );
+    assert_eq!(
+        c.track_request(t(0), SESSION_ID_BASE + 1),
+        Err(TrackError::Reserved)
+    );
     let id = c.next_request_id();
     assert!(id < CORE_ID_BASE);
     c.track_request(t(0), id).unwrap();
@@ -430,7 +554,11 @@ fn reserved_request_ids_refused_and_answers_correlated() {
     c.track_request(t(2), 77).unwrap();
     c.handle_error(t(3), epoch, Error::ConnectionReset);
     let o = pump(&mut c, t(3));
-    assert!(o.session().contains(&SessionEvent::RequestFailed { id: 77 }), "{o:?}");
+    assert!(
+        o.session()
+            .contains(&SessionEvent::RequestFailed { id: 77 }),
+        "{o:?}"
+    );
 }
 
 #[test]
@@ -442,8 +570,16 @@ fn no_protocol_client_reports_subscriptions_unsupported() {
     assert_eq!(
         o.session(),
         [
-            SessionEvent::SubscriptionRejected { epoch, index: 0, reason: Rejection::Unsupported },
-            SessionEvent::Restored { epoch, granted: 0, rejected: 1 },
+            SessionEvent::SubscriptionRejected {
+                epoch,
+                index: 0,
+                reason: Rejection::Unsupported
+            },
+            SessionEvent::Restored {
+                epoch,
+                granted: 0,
+                rejected: 1
+            },
         ]
     );
 }
@@ -459,10 +595,24 @@ fn binance_pings_answered_while_live_and_subscriptions_confirmed() {
     assert!(!c.handle_ping(t(1), epoch + 1, b"x"), "not this socket");
     assert!(!c.handle_ping(t(1), epoch - 1, b"x"), "an old socket");
     assert_eq!(o.kinds(), [TransmitKind::Subscribe(2)]);
-    assert!(o.sent[0].1.starts_with(r#"{"method":"SUBSCRIBE","params":["btcusdt@trade","ethusdt@depth"]"#));
-    let (d, o) = answer(&mut c, t(2), epoch, &format!(r#"{{"result":null,"id":{}}}"#, o.sent[0].0.id));
+    assert!(o.sent[0]
+        .1
+        .starts_with(r#"{"method":"SUBSCRIBE","params":["btcusdt@trade","ethusdt@depth"]"#));
+    let (d, o) = answer(
+        &mut c,
+        t(2),
+        epoch,
+        &format!(r#"{{"result":null,"id":{}}}"#, o.sent[0].0.id),
+    );
     assert_eq!(d, Delivery::Consumed);
-    assert_eq!(o.session(), [SessionEvent::Restored { epoch, granted: 2, rejected: 0 }]);
+    assert_eq!(
+        o.session(),
+        [SessionEvent::Restored {
+            epoch,
+            granted: 2,
+            rejected: 0
+        }]
+    );
     // A runtime subscribe refused with an error code.
     c.subscribe("bad@stream").unwrap();
     let o = pump(&mut c, t(3));
@@ -471,23 +621,44 @@ fn binance_pings_answered_while_live_and_subscriptions_confirmed() {
         &mut c,
         t(4),
         epoch,
-        &format!(r#"{{"error":{{"code":2,"msg":"Invalid request"}},"id":{}}}"#, o.sent[0].0.id),
+        &format!(
+            r#"{{"error":{{"code":2,"msg":"Invalid request"}},"id":{}}}"#,
+            o.sent[0].0.id
+        ),
     );
     assert_eq!(
         o.session(),
         [
-            SessionEvent::SubscriptionRejected { epoch, index: 2, reason: Rejection::Refused { code: Some(2) } },
-            SessionEvent::Restored { epoch, granted: 2, rejected: 1 },
+            SessionEvent::SubscriptionRejected {
+                epoch,
+                index: 2,
+                reason: Rejection::Refused { code: Some(2) }
+            },
+            SessionEvent::Restored {
+                epoch,
+                granted: 2,
+                rejected: 1
+            },
         ]
     );
     // Unsubscribe a granted stream.
     assert!(c.unsubscribe("btcusdt@trade"));
     let o = pump(&mut c, t(5));
     assert_eq!(o.kinds(), [TransmitKind::Unsubscribe(1)]);
-    assert!(o.sent[0].1.starts_with(r#"{"method":"UNSUBSCRIBE","params":["btcusdt@trade"]"#));
-    let (d, _) = answer(&mut c, t(6), epoch, &format!(r#"{{"result":null,"id":{}}}"#, o.sent[0].0.id));
+    assert!(o.sent[0]
+        .1
+        .starts_with(r#"{"method":"UNSUBSCRIBE","params":["btcusdt@trade"]"#));
+    let (d, _) = answer(
+        &mut c,
+        t(6),
+        epoch,
+        &format!(r#"{{"result":null,"id":{}}}"#, o.sent[0].0.id),
+    );
     assert_eq!(d, Delivery::Consumed);
-    assert_eq!(c.session().unwrap().channels().collect::<Vec<_>>(), ["ethusdt@depth", "bad@stream"]);
+    assert_eq!(
+        c.session().unwrap().channels().collect::<Vec<_>>(),
+        ["ethusdt@depth", "bad@stream"]
+    );
     // Closed for good: no pong.
     c.close(t(7));
     pump(&mut c, t(7));
@@ -499,7 +670,11 @@ fn binance_pings_answered_while_live_and_subscriptions_confirmed() {
 
 #[test]
 fn closing_with_session_work_pending_does_not_spin() {
-    let session = SessionConfig { batch_size: 1, pacing: secs(1), ..SessionConfig::default() };
+    let session = SessionConfig {
+        batch_size: 1,
+        pacing: secs(1),
+        ..SessionConfig::default()
+    };
     let mut c: Client<Deribit> = Client::new(config(), session, Deribit::public());
     for ch in ["a.1.100ms", "b.2.100ms", "c.3.100ms"] {
         c.subscribe(ch).unwrap();
@@ -513,7 +688,10 @@ fn closing_with_session_work_pending_does_not_spin() {
     let mut now = t(10);
     let mut steps = 0;
     while let Some(next) = c.poll_timeout() {
-        assert!(next > now, "deadline {next:?} not after {now:?}: the caller would spin");
+        assert!(
+            next > now,
+            "deadline {next:?} not after {now:?}: the caller would spin"
+        );
         now = next;
         c.handle_timeout(now);
         pump(&mut c, now);
@@ -525,7 +703,10 @@ fn closing_with_session_work_pending_does_not_spin() {
 
 #[test]
 fn input_from_an_old_socket_never_reaches_the_session() {
-    let session = SessionConfig { request_timeout: secs(1), ..SessionConfig::default() };
+    let session = SessionConfig {
+        request_timeout: secs(1),
+        ..SessionConfig::default()
+    };
     let mut c: Client<Deribit> = Client::new(config(), session, creds());
     let (old, o) = open(&mut c, t(0));
     let auth = o.sent[0].0;
@@ -543,18 +724,38 @@ fn input_from_an_old_socket_never_reaches_the_session() {
 
 #[test]
 fn deribit_heartbeat_setup_failure_surfaces_and_is_retried() {
-    let cfg = ConnectionConfig { heartbeat: HeartbeatConfig::deribit(10), ..config() };
+    let cfg = ConnectionConfig {
+        heartbeat: HeartbeatConfig::deribit(10),
+        ..config()
+    };
     let mut c: Client<Deribit> = Client::new(cfg, SessionConfig::default(), Deribit::public());
     let (epoch, o) = open(&mut c, t(0));
-    let [Action::Send { frame: Frame::DeribitSetHeartbeat { id, interval_secs: 10 }, .. }] = o.actions[..] else {
+    let [Action::Send {
+        frame: Frame::DeribitSetHeartbeat {
+            id,
+            interval_secs: 10,
+        },
+        ..
+    }] = o.actions[..]
+    else {
         panic!("{o:?}")
     };
     let (d, o) = answer(&mut c, t(100), epoch, &err(id, 11050));
     assert_eq!(d, Delivery::Consumed);
-    assert_eq!(o.connection(), [Event::HeartbeatSetupFailed { code: 11050 }]);
-    assert!(o.session().is_empty(), "the heartbeat's answer is not the session's");
+    assert_eq!(
+        o.connection(),
+        [Event::HeartbeatSetupFailed { code: 11050 }]
+    );
+    assert!(
+        o.session().is_empty(),
+        "the heartbeat's answer is not the session's"
+    );
     let o = run_until(&mut c, t(1_100));
-    let [Action::Send { frame: Frame::DeribitSetHeartbeat { id: id2, .. }, .. }] = o.actions[..] else {
+    let [Action::Send {
+        frame: Frame::DeribitSetHeartbeat { id: id2, .. },
+        ..
+    }] = o.actions[..]
+    else {
         panic!("{o:?}")
     };
     assert_ne!(id, id2);
@@ -585,17 +786,25 @@ fn rate_limit_answer_to_the_heartbeat_setup_throttles_too() {
         }
         let (epoch, o) = open(&mut c, t(0));
         assert_eq!(c.session().is_some(), with_session);
-        let Some(&Action::Send { frame: Frame::DeribitSetHeartbeat { id, .. }, .. }) = o.actions.first() else {
+        let Some(&Action::Send {
+            frame: Frame::DeribitSetHeartbeat { id, .. },
+            ..
+        }) = o.actions.first()
+        else {
             panic!("{o:?}")
         };
         let query = br#"{"jsonrpc":"2.0","id":7,"method":"public/get_time"}"#;
         assert_eq!(c.handle_send(t(0), query, 0), Ok(()));
         let (d, o) = answer(&mut c, t(10), epoch, &err(id, 10028));
         assert_eq!(d, Delivery::Consumed, "the heartbeat's answer");
-        assert!(o.connection().contains(&Event::HeartbeatSetupFailed { code: 10028 }));
+        assert!(o
+            .connection()
+            .contains(&Event::HeartbeatSetupFailed { code: 10028 }));
         assert_eq!(
             c.handle_send(t(10), query, 0),
-            Err(SendError::RateLimited { retry_after: ms(50) }),
+            Err(SendError::RateLimited {
+                retry_after: ms(50)
+            }),
             "with_session = {with_session}"
         );
     }

@@ -437,12 +437,17 @@ impl Connection {
     /// Returns the wait (zero without a configured rate limit: then a
     /// reconnect waits at least the retry delay, as for any failure).
     pub fn throttle(&mut self, now: Instant) -> Duration {
-        let wait = self.buckets.as_mut().map_or(Duration::ZERO, |b| b.drain(now));
+        let wait = self
+            .buckets
+            .as_mut()
+            .map_or(Duration::ZERO, |b| b.drain(now));
         if wait > Duration::ZERO {
             let until = now + wait;
             self.hold_until = Some(self.hold_until.map_or(until, |h| h.max(until)));
             if let Phase::Backoff { until: u } = self.phase {
-                self.phase = Phase::Backoff { until: u.max(until) };
+                self.phase = Phase::Backoff {
+                    until: u.max(until),
+                };
             }
         }
         wait

@@ -1089,7 +1089,10 @@ fn throttle_refuses_sends_and_holds_the_reconnect_until_the_pool_refills() {
     );
     assert_eq!(c.poll_timeout(), Some(ms(6_000)));
     c.handle_timeout(ms(5_999));
-    assert!(actions(&mut c).is_empty(), "not before the credits are back");
+    assert!(
+        actions(&mut c).is_empty(),
+        "not before the credits are back"
+    );
     c.handle_timeout(ms(6_000));
     assert_eq!(actions(&mut c), [Action::Connect { epoch: 2 }]);
     c.handle_open(ms(6_000), 2);
@@ -1115,7 +1118,11 @@ fn throttle_in_backoff_extends_it_and_a_short_hold_never_shortens_the_ladder() {
     assert_eq!(actions(&mut c), [Action::Connect { epoch: 2 }]);
     // A hold that already passed does not shorten the next delays.
     c.handle_error(ms(20_000), 2, Error::ConnectionRefused);
-    assert_eq!(c.poll_timeout(), Some(ms(22_000)), "the 2 s step of the ladder");
+    assert_eq!(
+        c.poll_timeout(),
+        Some(ms(22_000)),
+        "the 2 s step of the ladder"
+    );
 }
 
 #[test]
@@ -1125,7 +1132,14 @@ fn restart_honours_the_hold_and_keeps_the_pools() {
     c.throttle(ms(0));
     c.restart(ms(10), ms(10));
     let a = actions(&mut c);
-    assert_eq!(a, [Action::Abort { epoch: 1, code: 1001 }], "no Connect yet");
+    assert_eq!(
+        a,
+        [Action::Abort {
+            epoch: 1,
+            code: 1001
+        }],
+        "no Connect yet"
+    );
     assert_eq!(c.state(), State::Backoff);
     assert_eq!(c.poll_timeout(), Some(ms(5_000)));
     c.handle_timeout(ms(5_000));

@@ -405,7 +405,8 @@ impl Heartbeat {
                         // (1, 2, 4 … s, at most the interval) and don't count
                         // the silence as misses meanwhile.
                         let interval = Duration::from_secs(u64::from(interval_secs.max(10)));
-                        let delay = Duration::from_secs(1u64 << self.setup_failures.min(5)).min(interval);
+                        let delay =
+                            Duration::from_secs(1u64 << self.setup_failures.min(5)).min(interval);
                         self.setup_failures = self.setup_failures.saturating_add(1);
                         self.setup_retry = Some(now + delay);
                         self.next = Some(now + delay + interval + grace);
@@ -543,12 +544,17 @@ mod tests {
     }
 
     fn refused(id: u64) -> std::string::String {
-        std::format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":11050,"message":"bad_request"}}}}"#)
+        std::format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":11050,"message":"bad_request"}}}}"#
+        )
     }
 
     fn setup_id(f: Option<Frame>) -> u64 {
         match f {
-            Some(Frame::DeribitSetHeartbeat { id, interval_secs: 10 }) => id,
+            Some(Frame::DeribitSetHeartbeat {
+                id,
+                interval_secs: 10,
+            }) => id,
             f => panic!("{f:?}"),
         }
     }
@@ -564,14 +570,21 @@ mod tests {
             let r = hb.on_message(now, refused(id).as_bytes());
             assert_eq!(
                 r,
-                Inbound { consumed: true, reply: None, setup_failed: Some(11050) }
+                Inbound {
+                    consumed: true,
+                    reply: None,
+                    setup_failed: Some(11050)
+                }
             );
             let due = hb.poll_timeout().unwrap();
             delays.push(due - now);
             let early = hb.handle_timeout(Instant::from_nanos(due.as_nanos() - 1));
             assert_eq!(early, Tick::default());
             let tick = hb.handle_timeout(due);
-            assert_eq!(tick.missed, None, "the silence of a refused setup is no miss");
+            assert_eq!(
+                tick.missed, None,
+                "the silence of a refused setup is no miss"
+            );
             assert!(!tick.dead);
             let next = setup_id(tick.send);
             assert!(next != id && (CORE_ID_BASE..SESSION_ID_BASE).contains(&next));
@@ -595,8 +608,19 @@ mod tests {
         let second = setup_id(hb.handle_timeout(ms(1_010)).send);
         // A repeated error for the first request: consumed, not a second failure.
         let r = hb.on_message(ms(1_020), refused(first).as_bytes());
-        assert_eq!(r, Inbound { consumed: true, reply: None, setup_failed: None });
-        assert_eq!(hb.poll_timeout(), Some(ms(1_010 + 15_000)), "no retry scheduled");
+        assert_eq!(
+            r,
+            Inbound {
+                consumed: true,
+                reply: None,
+                setup_failed: None
+            }
+        );
+        assert_eq!(
+            hb.poll_timeout(),
+            Some(ms(1_010 + 15_000)),
+            "no retry scheduled"
+        );
         // Success: heartbeats are expected from now on.
         let ok = std::format!(r#"{{"jsonrpc":"2.0","id":{second},"result":"ok"}}"#);
         assert_eq!(hb.on_message(ms(1_030), ok.as_bytes()).setup_failed, None);

@@ -272,7 +272,10 @@ pub fn scan(input: &[u8]) -> Result<JsonRpcView<'_>, ScanError> {
 /// assert_eq!(member(r, "nope"), None);
 /// ```
 pub fn member<'a>(object: &'a [u8], key: &str) -> Option<&'a [u8]> {
-    let mut c = Cursor { buf: object, pos: 0 };
+    let mut c = Cursor {
+        buf: object,
+        pos: 0,
+    };
     c.skip_ws();
     if c.peek() != Some(b'{') {
         return None;

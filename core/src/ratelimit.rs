@@ -31,7 +31,6 @@
 
 use core::time::Duration;
 
-
 use crate::time::Instant;
 
 /// Fixed-point units per credit (nanocredits).
@@ -160,7 +159,9 @@ pub fn flat_cost(_: &[u8]) -> Costs {
     [1, 0, 0]
 }
 
-pub use crate::exchange::deribit::{cost as deribit_cost, is_matching_engine as is_deribit_matching_engine};
+pub use crate::exchange::deribit::{
+    cost as deribit_cost, is_matching_engine as is_deribit_matching_engine,
+};
 
 /// A pool of its own for one class of messages (e.g. order entry); what a
 /// message costs in it comes from the [`RateLimit::cost`] function.
@@ -230,7 +231,8 @@ impl RateLimit {
 
     /// Full pools of this shape.
     pub fn buckets(&self) -> Buckets {
-        let class = |c: Option<LimitClass>| c.map(|c| TokenBucket::new(c.capacity, c.refill_per_sec));
+        let class =
+            |c: Option<LimitClass>| c.map(|c| TokenBucket::new(c.capacity, c.refill_per_sec));
         Buckets {
             shared: self.bucket(),
             classes: [class(self.classes[0]), class(self.classes[1])],
@@ -253,7 +255,12 @@ pub struct Buckets {
 impl Buckets {
     /// Take what `msg` costs from every pool that charges it, or say how
     /// long until all of them can (then nothing is taken).
-    pub fn try_acquire(&mut self, limit: &RateLimit, now: Instant, msg: &[u8]) -> Result<(), Duration> {
+    pub fn try_acquire(
+        &mut self,
+        limit: &RateLimit,
+        now: Instant,
+        msg: &[u8],
+    ) -> Result<(), Duration> {
         let costs = (limit.cost)(msg);
         let before = *self;
         let mut wait = Duration::ZERO;
@@ -390,7 +397,8 @@ mod tests {
         assert_eq!(l.cost_of(br#"{"method":"private/get_positions"}"#), 500);
         let mut b = l.buckets();
         for _ in 0..20 {
-            b.try_acquire(&l, ns(0), br#"{"method":"private/cancel_all"}"#).unwrap();
+            b.try_acquire(&l, ns(0), br#"{"method":"private/cancel_all"}"#)
+                .unwrap();
         }
         assert_eq!(
             b.try_acquire(&l, ns(0), br#"{"method":"private/cancel_all"}"#),
@@ -415,7 +423,10 @@ mod tests {
         // 50,000 credits at 10,000/s: full again in 5 s (orders 4 s, subscribes 3 s).
         assert_eq!(b.drain(t0), Duration::from_secs(5));
         assert_eq!(b.try_acquire(&l, t0, QUERY), Err(Duration::from_millis(50)));
-        assert_eq!(b.try_acquire(&l, t0, ORDER), Err(Duration::from_millis(200)));
+        assert_eq!(
+            b.try_acquire(&l, t0, ORDER),
+            Err(Duration::from_millis(200))
+        );
         assert_eq!(b.try_acquire(&l, t0, SUB), Err(Duration::from_millis(300)));
         // Draining twice at the same instant changes nothing.
         assert_eq!(b.drain(t0), Duration::from_secs(5));
@@ -430,7 +441,11 @@ mod tests {
         for _ in 0..50 {
             c.try_acquire(&l, t0, QUERY).unwrap();
         }
-        assert_eq!(c.drain(t0), Duration::from_secs(5), "drained means empty, whatever was left");
+        assert_eq!(
+            c.drain(t0),
+            Duration::from_secs(5),
+            "drained means empty, whatever was left"
+        );
         let full = t0 + Duration::from_secs(5);
         for _ in 0..100 {
             c.try_acquire(&l, full, QUERY).unwrap();
@@ -442,7 +457,11 @@ mod tests {
     fn drain_without_refill_never_waits_forever() {
         let l = RateLimit::flat(0, 5);
         let mut b = l.buckets();
-        assert_eq!(b.drain(ns(0)), Duration::ZERO, "a pool that never refills is no reason to hold");
+        assert_eq!(
+            b.drain(ns(0)),
+            Duration::ZERO,
+            "a pool that never refills is no reason to hold"
+        );
         assert_eq!(b.try_acquire(&l, ns(0), b"x"), Err(Duration::MAX));
         let l = RateLimit::flat(10, 5);
         let mut b = l.buckets();
@@ -460,7 +479,10 @@ mod tests {
             refill_per_sec: 1,
             cost: two,
             classes: [
-                Some(LimitClass { capacity: 3, refill_per_sec: 1 }),
+                Some(LimitClass {
+                    capacity: 3,
+                    refill_per_sec: 1,
+                }),
                 None,
             ],
         };

@@ -287,7 +287,11 @@ struct Secret(heapless::String<REFRESH_TOKEN_CAP>);
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "None" } else { "<redacted>" })
+        f.write_str(if self.0.is_empty() {
+            "None"
+        } else {
+            "<redacted>"
+        })
     }
 }
 
@@ -319,7 +323,10 @@ enum ChanState {
     InFlight(u64),
     Granted,
     /// Not subscribed on this socket; `reported` once the event went out.
-    Rejected { reason: Rejection, reported: bool },
+    Rejected {
+        reason: Rejection,
+        reported: bool,
+    },
     /// Removed by the user while granted: unsubscribe request with this id
     /// (0 = not sent yet); dropped from the set when answered.
     Leaving(u64),
@@ -344,13 +351,21 @@ enum Own {
 enum Phase {
     Down,
     /// Authenticate (not before `at`).
-    Auth { at: Instant, refresh: bool },
+    Auth {
+        at: Instant,
+        refresh: bool,
+    },
     /// Waiting for an answer (auth or after-auth).
     Waiting,
     /// After-auth step `n` (not before `at`).
-    AfterAuth { n: u8, at: Instant },
+    AfterAuth {
+        n: u8,
+        at: Instant,
+    },
     /// Restoring / serving subscriptions; next batch not before `at`.
-    Subscribing { at: Instant },
+    Subscribing {
+        at: Instant,
+    },
 }
 
 /// Session state: tracked subscriptions, restore progress, token,
@@ -561,7 +576,8 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
         self.authenticated = false;
         self.refresh_at = None;
         self.retry = self.config.retry_delay;
-        self.channels.retain(|c| !matches!(c.state, ChanState::Leaving(_)));
+        self.channels
+            .retain(|c| !matches!(c.state, ChanState::Leaving(_)));
         for c in self.channels.iter_mut() {
             c.state = ChanState::Idle;
         }
@@ -627,7 +643,12 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
     /// or `None` if nothing is due. After a `Some`, send the text appended
     /// to `out`; if it cannot be sent, hand it back with
     /// [`Session::transmit_failed`].
-    pub fn poll_transmit<P, W>(&mut self, now: Instant, protocol: &P, out: &mut W) -> Option<Transmit>
+    pub fn poll_transmit<P, W>(
+        &mut self,
+        now: Instant,
+        protocol: &P,
+        out: &mut W,
+    ) -> Option<Transmit>
     where
         P: Protocol + ?Sized,
         W: fmt::Write,
@@ -693,7 +714,10 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
                 }
                 Phase::Subscribing { at } => {
                     if self.refresh_at.is_some_and(|r| now >= r) {
-                        self.phase = Phase::Auth { at: now, refresh: true };
+                        self.phase = Phase::Auth {
+                            at: now,
+                            refresh: true,
+                        };
                         continue;
                     }
                     if now < at {
@@ -721,7 +745,12 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
         }
     }
 
-    fn next_unsubscribe<P, W>(&mut self, now: Instant, protocol: &P, out: &mut W) -> Option<Transmit>
+    fn next_unsubscribe<P, W>(
+        &mut self,
+        now: Instant,
+        protocol: &P,
+        out: &mut W,
+    ) -> Option<Transmit>
     where
         P: Protocol + ?Sized,
         W: fmt::Write,
@@ -915,7 +944,12 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
     /// An incoming data message: resolve requests, read the session's own
     /// answers. Returns `true` if it was an answer to the session's own
     /// request (consumed: not for the application — it may carry tokens).
-    pub fn on_message<P: Protocol + ?Sized>(&mut self, now: Instant, data: &[u8], protocol: &P) -> bool {
+    pub fn on_message<P: Protocol + ?Sized>(
+        &mut self,
+        now: Instant,
+        data: &[u8],
+        protocol: &P,
+    ) -> bool {
         let Ok(view) = json::scan(data) else {
             return false;
         };

@@ -52,11 +52,15 @@ fn all_tx<P: Protocol, const A: usize, const B: usize, const C: usize>(
     core::iter::from_fn(|| tx(s, now, p)).collect()
 }
 
-fn events<const A: usize, const B: usize, const C: usize>(s: &mut Session<A, B, C>) -> Vec<SessionEvent> {
+fn events<const A: usize, const B: usize, const C: usize>(
+    s: &mut Session<A, B, C>,
+) -> Vec<SessionEvent> {
     core::iter::from_fn(|| s.poll_event()).collect()
 }
 
-fn signals<const A: usize, const B: usize, const C: usize>(s: &mut Session<A, B, C>) -> Vec<Signal> {
+fn signals<const A: usize, const B: usize, const C: usize>(
+    s: &mut Session<A, B, C>,
+) -> Vec<Signal> {
     core::iter::from_fn(|| s.take_signal()).collect()
 }
 
@@ -103,34 +107,77 @@ fn rejected_names(s: &mut S) -> Vec<(String, Rejection)> {
 fn auth_then_cancel_on_disconnect_then_public_then_private_batches() {
     let d = cod();
     let mut s = S::new(SessionConfig::default());
-    for c in ["book.BTC.100ms", "user.orders.BTC.raw", "trades.BTC.raw", "ticker.ETH.100ms"] {
+    for c in [
+        "book.BTC.100ms",
+        "user.orders.BTC.raw",
+        "trades.BTC.raw",
+        "ticker.ETH.100ms",
+    ] {
         s.subscribe(c).unwrap();
     }
     s.on_open(t(0), 1, &d);
     let (a, text) = tx(&mut s, t(0), &d).unwrap();
-    assert_eq!(a, Transmit { epoch: 1, id: SESSION_ID_BASE, kind: TransmitKind::Authenticate { refresh: false } });
-    assert!(text.contains(r#""method":"public/auth""#) && text.contains("client_credentials"), "{text}");
+    assert_eq!(
+        a,
+        Transmit {
+            epoch: 1,
+            id: SESSION_ID_BASE,
+            kind: TransmitKind::Authenticate { refresh: false }
+        }
+    );
+    assert!(
+        text.contains(r#""method":"public/auth""#) && text.contains("client_credentials"),
+        "{text}"
+    );
     // Nothing else before the answer: not the after-auth step, not a subscribe.
     assert!(tx(&mut s, t(10), &d).is_none());
     assert_eq!(s.poll_timeout(), Some(t(30_000)), "only the auth deadline");
-    assert!(s.on_message(t(10), ok(a.id, TOKENS).as_bytes(), &d), "tokens are consumed");
+    assert!(
+        s.on_message(t(10), ok(a.id, TOKENS).as_bytes(), &d),
+        "tokens are consumed"
+    );
     assert_eq!(
         events(&mut s),
-        [SessionEvent::Authenticated { epoch: 1, refresh: false, expires_in: Some(secs(900)) }]
+        [SessionEvent::Authenticated {
+            epoch: 1,
+            refresh: false,
+            expires_in: Some(secs(900))
+        }]
     );
     let (c, text) = tx(&mut s, t(10), &d).unwrap();
     assert_eq!(c.kind, TransmitKind::AfterAuth(0));
-    assert!(text.contains("private/enable_cancel_on_disconnect"), "{text}");
-    assert!(tx(&mut s, t(20), &d).is_none(), "subscribe waits for the step's answer");
+    assert!(
+        text.contains("private/enable_cancel_on_disconnect"),
+        "{text}"
+    );
+    assert!(
+        tx(&mut s, t(20), &d).is_none(),
+        "subscribe waits for the step's answer"
+    );
     assert!(s.on_message(t(20), ok(c.id, r#""ok""#).as_bytes(), &d));
-    assert_eq!(events(&mut s), [SessionEvent::AfterAuth { epoch: 1, step: 0, error: None }]);
+    assert_eq!(
+        events(&mut s),
+        [SessionEvent::AfterAuth {
+            epoch: 1,
+            step: 0,
+            error: None
+        }]
+    );
     let sent = all_tx(&mut s, t(20), &d);
     assert_eq!(sent.len(), 2, "{sent:?}");
     assert_eq!(sent[0].0.kind, TransmitKind::Subscribe(3));
     assert!(sent[0].1.contains(r#""method":"public/subscribe""#));
-    assert!(sent[0].1.contains(r#"["book.BTC.100ms","trades.BTC.raw","ticker.ETH.100ms"]"#), "{}", sent[0].1);
+    assert!(
+        sent[0]
+            .1
+            .contains(r#"["book.BTC.100ms","trades.BTC.raw","ticker.ETH.100ms"]"#),
+        "{}",
+        sent[0].1
+    );
     assert_eq!(sent[1].0.kind, TransmitKind::Subscribe(1));
-    assert!(sent[1].1.contains(r#""method":"private/subscribe","params":{"channels":["user.orders.BTC.raw"]}"#));
+    assert!(sent[1]
+        .1
+        .contains(r#""method":"private/subscribe","params":{"channels":["user.orders.BTC.raw"]}"#));
     // Every id distinct and in the session's range.
     let ids = [a.id, c.id, sent[0].0.id, sent[1].0.id];
     assert!(ids.iter().all(|&i| i >= SESSION_ID_BASE));
@@ -140,7 +187,14 @@ fn auth_then_cancel_on_disconnect_then_public_then_private_batches() {
     grant_all(&mut s, t(30), &d, &sent[1].0, &sent[1].1);
     assert!(events(&mut s).is_empty(), "one batch is still unanswered");
     grant_all(&mut s, t(30), &d, &sent[0].0, &sent[0].1);
-    assert_eq!(events(&mut s), [SessionEvent::Restored { epoch: 1, granted: 4, rejected: 0 }]);
+    assert_eq!(
+        events(&mut s),
+        [SessionEvent::Restored {
+            epoch: 1,
+            granted: 4,
+            rejected: 0
+        }]
+    );
     assert_eq!(s.granted().count(), 4);
 }
 
@@ -155,10 +209,20 @@ fn failed_or_silent_after_auth_step_is_reported_and_subscriptions_go_on() {
     assert!(s.on_message(t(5), err(c.id, 11050).as_bytes(), &d));
     assert_eq!(
         events(&mut s),
-        [SessionEvent::AfterAuth { epoch: 1, step: 0, error: Some(Some(11050)) }]
+        [SessionEvent::AfterAuth {
+            epoch: 1,
+            step: 0,
+            error: Some(Some(11050))
+        }]
     );
-    assert_eq!(tx(&mut s, t(5), &d).unwrap().0.kind, TransmitKind::Subscribe(1));
-    assert!(signals(&mut s).is_empty(), "a failed step does not drop the socket");
+    assert_eq!(
+        tx(&mut s, t(5), &d).unwrap().0.kind,
+        TransmitKind::Subscribe(1)
+    );
+    assert!(
+        signals(&mut s).is_empty(),
+        "a failed step does not drop the socket"
+    );
 
     // Second socket: the step times out.
     s.on_disconnect();
@@ -172,9 +236,16 @@ fn failed_or_silent_after_auth_step_is_reported_and_subscriptions_go_on() {
     s.handle_timeout(t(30_100));
     assert_eq!(
         events(&mut s),
-        [SessionEvent::AfterAuth { epoch: 1, step: 0, error: Some(None) }]
+        [SessionEvent::AfterAuth {
+            epoch: 1,
+            step: 0,
+            error: Some(None)
+        }]
     );
-    assert_eq!(tx(&mut s, t(30_100), &d).unwrap().0.kind, TransmitKind::Subscribe(1));
+    assert_eq!(
+        tx(&mut s, t(30_100), &d).unwrap().0.kind,
+        TransmitKind::Subscribe(1)
+    );
 }
 
 #[test]
@@ -186,7 +257,10 @@ fn without_credentials_no_auth_and_no_after_auth_step() {
     let (b, text) = tx(&mut s, t(0), &d).unwrap();
     assert_eq!(b.kind, TransmitKind::Subscribe(1));
     assert_eq!(b.epoch, 3);
-    assert!(!text.contains("auth") && !text.contains("cancel_on_disconnect"), "{text}");
+    assert!(
+        !text.contains("auth") && !text.contains("cancel_on_disconnect"),
+        "{text}"
+    );
     assert!(!s.is_authenticated());
 }
 
@@ -204,19 +278,31 @@ fn refresh_at_expiry_minus_margin_on_the_same_socket() {
     grant_all(&mut s, t(1_000), &d, &b, &text);
     events(&mut s);
     assert_eq!(s.poll_timeout(), Some(t(841_000)));
-    assert!(tx(&mut s, t(840_999), &d).is_none(), "not a nanosecond early");
+    assert!(
+        tx(&mut s, t(840_999), &d).is_none(),
+        "not a nanosecond early"
+    );
     let (r, text) = tx(&mut s, t(841_000), &d).unwrap();
     assert_eq!(r.kind, TransmitKind::Authenticate { refresh: true });
     assert_eq!(r.epoch, 1, "same socket");
-    assert!(text.contains(r#""grant_type":"refresh_token","refresh_token":"REFRESH-tok""#), "{text}");
+    assert!(
+        text.contains(r#""grant_type":"refresh_token","refresh_token":"REFRESH-tok""#),
+        "{text}"
+    );
     assert!(!text.contains("SECRET"), "{text}");
     assert!(tx(&mut s, t(841_000), &d).is_none(), "one refresh, not two");
     assert_eq!(s.refresh_at(), None);
-    let answer = ok(r.id, r#"{"access_token":"A2","refresh_token":"R2","expires_in":600}"#);
+    let answer = ok(
+        r.id,
+        r#"{"access_token":"A2","refresh_token":"R2","expires_in":600}"#,
+    );
     assert!(s.on_message(t(841_500), answer.as_bytes(), &d));
     assert_eq!(
         events(&mut s),
-        [SessionEvent::TokenRefreshed { epoch: 1, expires_in: Some(secs(600)) }]
+        [SessionEvent::TokenRefreshed {
+            epoch: 1,
+            expires_in: Some(secs(600))
+        }]
     );
     assert!(signals(&mut s).is_empty());
     // The subscriptions were not touched.
@@ -231,10 +317,17 @@ fn refresh_at_expiry_minus_margin_on_the_same_socket() {
 #[test]
 fn short_tokens_refresh_at_half_life() {
     let d = creds();
-    let mut s = S::new(SessionConfig { refresh_margin: secs(60), ..SessionConfig::default() });
+    let mut s = S::new(SessionConfig {
+        refresh_margin: secs(60),
+        ..SessionConfig::default()
+    });
     s.on_open(t(0), 1, &d);
     let (a, _) = tx(&mut s, t(0), &d).unwrap();
-    s.on_message(t(0), ok(a.id, r#"{"refresh_token":"r","expires_in":100}"#).as_bytes(), &d);
+    s.on_message(
+        t(0),
+        ok(a.id, r#"{"refresh_token":"r","expires_in":100}"#).as_bytes(),
+        &d,
+    );
     // min(60, 100/2) = 50 s before expiry.
     assert_eq!(s.refresh_at(), Some(t(50_000)));
     // No lifetime in the answer: nothing scheduled.
@@ -253,20 +346,32 @@ fn refused_refresh_falls_back_to_the_credentials() {
     open_authenticated(&mut s, t(0), &d);
     events(&mut s);
     let at = s.refresh_at().unwrap();
-    assert!(tx(&mut s, at, &d).is_some_and(|(r, _)| r.kind == TransmitKind::Authenticate { refresh: true }));
+    assert!(tx(&mut s, at, &d)
+        .is_some_and(|(r, _)| r.kind == TransmitKind::Authenticate { refresh: true }));
     let r = SESSION_ID_BASE + 1;
     assert!(s.on_message(at, err(r, 13004).as_bytes(), &d));
-    assert!(signals(&mut s).is_empty(), "a refused refresh is not a refused client");
-    assert!(!events(&mut s).iter().any(|e| matches!(e, SessionEvent::AuthRejected { .. })));
+    assert!(
+        signals(&mut s).is_empty(),
+        "a refused refresh is not a refused client"
+    );
+    assert!(!events(&mut s)
+        .iter()
+        .any(|e| matches!(e, SessionEvent::AuthRejected { .. })));
     let (c, text) = tx(&mut s, at, &d).expect("credentials at once");
     assert_eq!(c.kind, TransmitKind::Authenticate { refresh: false });
     assert_eq!(c.epoch, 1);
-    assert!(text.contains("client_credentials") && text.contains("SECRET-xyz"), "{text}");
+    assert!(
+        text.contains("client_credentials") && text.contains("SECRET-xyz"),
+        "{text}"
+    );
     assert!(!text.contains("REFRESH-tok"));
     assert!(s.on_message(at, ok(c.id, TOKENS).as_bytes(), &d));
     assert_eq!(
         events(&mut s),
-        [SessionEvent::TokenRefreshed { epoch: 1, expires_in: Some(secs(900)) }]
+        [SessionEvent::TokenRefreshed {
+            epoch: 1,
+            expires_in: Some(secs(900))
+        }]
     );
     assert!(s.is_authenticated());
 }
@@ -283,7 +388,13 @@ fn refused_credentials_after_a_refused_refresh_fail_the_client() {
     let (c, _) = tx(&mut s, at, &d).unwrap();
     s.on_message(at, err(c.id, 13004).as_bytes(), &d);
     assert_eq!(signals(&mut s), [Signal::Drop(Error::AuthRejected)]);
-    assert_eq!(events(&mut s), [SessionEvent::AuthRejected { epoch: 1, code: Some(13004) }]);
+    assert_eq!(
+        events(&mut s),
+        [SessionEvent::AuthRejected {
+            epoch: 1,
+            code: Some(13004)
+        }]
+    );
 }
 
 #[test]
@@ -297,7 +408,11 @@ fn transient_refresh_error_retried_with_the_refresh_token() {
     assert!(s.on_message(at, err(r.id, 13028).as_bytes(), &d));
     assert_eq!(
         events(&mut s),
-        [SessionEvent::AuthRetrying { epoch: 1, code: Some(13028), delay: ms(500) }]
+        [SessionEvent::AuthRetrying {
+            epoch: 1,
+            code: Some(13028),
+            delay: ms(500)
+        }]
     );
     assert!(signals(&mut s).is_empty());
     assert_eq!(s.poll_timeout(), Some(at + ms(500)));
@@ -318,14 +433,21 @@ fn unanswered_refresh_is_tried_again_without_dropping_the_socket() {
     let deadline = at + secs(30);
     assert_eq!(s.poll_timeout(), Some(deadline));
     s.handle_timeout(deadline);
-    assert!(signals(&mut s).is_empty(), "still authenticated: no reconnect");
+    assert!(
+        signals(&mut s).is_empty(),
+        "still authenticated: no reconnect"
+    );
     assert!(events(&mut s).is_empty());
     assert_eq!(s.refresh_at(), Some(deadline + ms(500)));
     let (r, _) = tx(&mut s, deadline + ms(500), &d).unwrap();
     assert_eq!(r.kind, TransmitKind::Authenticate { refresh: true });
     // A late answer to the timed-out refresh is still the session's: it
     // carries tokens and must never reach the application.
-    assert!(s.on_message(deadline + ms(600), ok(SESSION_ID_BASE + 1, TOKENS).as_bytes(), &d));
+    assert!(s.on_message(
+        deadline + ms(600),
+        ok(SESSION_ID_BASE + 1, TOKENS).as_bytes(),
+        &d
+    ));
 }
 
 #[test]
@@ -358,19 +480,41 @@ fn transient_auth_errors_retry_with_doubling_delay_never_rejected() {
         assert_eq!(a.kind, TransmitKind::Authenticate { refresh: false });
         assert_eq!(a.epoch, 1, "same socket");
         assert!(s.on_message(now, err(a.id, 13028).as_bytes(), &d));
-        assert!(signals(&mut s).is_empty(), "transient: never dropped, never fatal");
+        assert!(
+            signals(&mut s).is_empty(),
+            "transient: never dropped, never fatal"
+        );
         let ev = events(&mut s);
-        let [SessionEvent::AuthRetrying { epoch: 1, code: Some(13028), delay }] = ev[..] else {
+        let [SessionEvent::AuthRetrying {
+            epoch: 1,
+            code: Some(13028),
+            delay,
+        }] = ev[..]
+        else {
             panic!("{ev:?}")
         };
         assert_eq!(s.poll_timeout(), Some(now + delay));
-        assert!(tx(&mut s, Instant::from_nanos((now + delay).as_nanos() - 1), &d).is_none());
+        assert!(tx(
+            &mut s,
+            Instant::from_nanos((now + delay).as_nanos() - 1),
+            &d
+        )
+        .is_none());
         delays.push(delay);
         now = now + delay;
     }
     assert_eq!(
         delays,
-        [ms(500), ms(1_000), ms(2_000), ms(4_000), ms(8_000), ms(16_000), secs(30), secs(30)]
+        [
+            ms(500),
+            ms(1_000),
+            ms(2_000),
+            ms(4_000),
+            ms(8_000),
+            ms(16_000),
+            secs(30),
+            secs(30)
+        ]
     );
     // Success resets the ladder; the next socket starts at 500 ms again.
     let (a, _) = tx(&mut s, now, &d).unwrap();
@@ -380,7 +524,9 @@ fn transient_auth_errors_retry_with_doubling_delay_never_rejected() {
     s.on_open(now, 2, &d);
     let (a, _) = tx(&mut s, now, &d).unwrap();
     s.on_message(now, err(a.id, 10040).as_bytes(), &d);
-    assert!(events(&mut s).iter().any(|e| matches!(e, SessionEvent::AuthRetrying { delay, .. } if *delay == ms(500))));
+    assert!(events(&mut s)
+        .iter()
+        .any(|e| matches!(e, SessionEvent::AuthRetrying { delay, .. } if *delay == ms(500))));
 }
 
 #[test]
@@ -393,15 +539,27 @@ fn fatal_auth_error_drops_with_auth_rejected() {
     assert!(s.on_message(t(1), err(a.id, 13004).as_bytes(), &d));
     assert_eq!(signals(&mut s), [Signal::Drop(Error::AuthRejected)]);
     assert!(signals(&mut s).is_empty(), "taken once");
-    assert_eq!(events(&mut s), [SessionEvent::AuthRejected { epoch: 4, code: Some(13004) }]);
-    assert!(tx(&mut s, t(10_000), &d).is_none(), "nothing more on this socket");
+    assert_eq!(
+        events(&mut s),
+        [SessionEvent::AuthRejected {
+            epoch: 4,
+            code: Some(13004)
+        }]
+    );
+    assert!(
+        tx(&mut s, t(10_000), &d).is_none(),
+        "nothing more on this socket"
+    );
     assert_eq!(s.poll_timeout(), None);
 }
 
 #[test]
 fn unanswered_authentication_is_a_transient_drop() {
     let d = creds();
-    let mut s = S::new(SessionConfig { request_timeout: secs(5), ..SessionConfig::default() });
+    let mut s = S::new(SessionConfig {
+        request_timeout: secs(5),
+        ..SessionConfig::default()
+    });
     s.on_open(t(0), 2, &d);
     tx(&mut s, t(0), &d).unwrap();
     assert_eq!(s.poll_timeout(), Some(t(5_000)));
@@ -410,7 +568,9 @@ fn unanswered_authentication_is_a_transient_drop() {
     s.handle_timeout(t(5_000));
     let sig = signals(&mut s);
     assert_eq!(sig, [Signal::Drop(Error::ConnectTimeout)]);
-    let Signal::Drop(e) = sig[0] else { unreachable!() };
+    let Signal::Drop(e) = sig[0] else {
+        unreachable!()
+    };
     assert!(e.is_transient());
     assert_eq!(events(&mut s), [SessionEvent::AuthTimedOut { epoch: 2 }]);
 }
@@ -429,7 +589,11 @@ fn rate_limit_on_auth_throttles_and_retries() {
         events(&mut s),
         [
             SessionEvent::RateLimited { code: 10028 },
-            SessionEvent::AuthRetrying { epoch: 1, code: Some(10028), delay: ms(500) }
+            SessionEvent::AuthRetrying {
+                epoch: 1,
+                code: Some(10028),
+                delay: ms(500)
+            }
         ]
     );
 }
@@ -442,11 +606,16 @@ fn rate_limit_on_any_answer_throttles() {
     s.on_open(t(0), 1, &d);
     // A user request answered with 10028: typed error, delivered, and a throttle.
     s.track_request(t(0), 7).unwrap();
-    assert!(!s.on_message(t(0), err(7, 10028).as_bytes(), &d), "the user's answer is delivered");
+    assert!(
+        !s.on_message(t(0), err(7, 10028).as_bytes(), &d),
+        "the user's answer is delivered"
+    );
     assert_eq!(signals(&mut s), [Signal::Throttle]);
     let ev = events(&mut s);
     assert_eq!(ev[0], SessionEvent::RateLimited { code: 10028 });
-    let SessionEvent::RequestError { id: 7, error } = &ev[1] else { panic!("{ev:?}") };
+    let SessionEvent::RequestError { id: 7, error } = &ev[1] else {
+        panic!("{ev:?}")
+    };
     assert_eq!(error.class, ErrorClass::RateLimited);
     // Even an answer nobody tracks.
     assert!(!s.on_message(t(0), err(12345, 10028).as_bytes(), &d));
@@ -463,7 +632,14 @@ fn rate_limit_on_any_answer_throttles() {
     assert_eq!(b2.kind, TransmitKind::Subscribe(1));
     assert!(text.contains("book.BTC.100ms"));
     grant_all(&mut s, t(520), &d, &b2, &text);
-    assert_eq!(events(&mut s), [SessionEvent::Restored { epoch: 1, granted: 1, rejected: 0 }]);
+    assert_eq!(
+        events(&mut s),
+        [SessionEvent::Restored {
+            epoch: 1,
+            granted: 1,
+            rejected: 0
+        }]
+    );
 }
 
 #[test]
@@ -476,7 +652,10 @@ fn transient_subscribe_error_retries_the_batch() {
     let (b, _) = tx(&mut s, t(0), &d).unwrap();
     assert!(s.on_message(t(0), err(b.id, 11051).as_bytes(), &d));
     assert!(signals(&mut s).is_empty(), "transient is not a rate limit");
-    assert!(events(&mut s).is_empty(), "nothing rejected, nothing restored");
+    assert!(
+        events(&mut s).is_empty(),
+        "nothing rejected, nothing restored"
+    );
     assert_eq!(s.poll_timeout(), Some(t(500)));
     let (b2, _) = tx(&mut s, t(500), &d).unwrap();
     assert_eq!(b2.kind, TransmitKind::Subscribe(2));
@@ -495,14 +674,30 @@ fn partial_grant_reports_exactly_the_missing_channels() {
     s.on_open(t(0), 1, &d);
     let (b, _) = tx(&mut s, t(0), &d).unwrap();
     assert_eq!(b.kind, TransmitKind::Subscribe(4));
-    assert!(s.on_message(t(1), ok(b.id, r#"["c.3.100ms","a.1.100ms","unrequested.x"]"#).as_bytes(), &d));
+    assert!(s.on_message(
+        t(1),
+        ok(b.id, r#"["c.3.100ms","a.1.100ms","unrequested.x"]"#).as_bytes(),
+        &d
+    ));
     let ev = events(&mut s);
     assert_eq!(
         ev,
         [
-            SessionEvent::SubscriptionRejected { epoch: 1, index: 1, reason: Rejection::Refused { code: None } },
-            SessionEvent::SubscriptionRejected { epoch: 1, index: 3, reason: Rejection::Refused { code: None } },
-            SessionEvent::Restored { epoch: 1, granted: 2, rejected: 2 },
+            SessionEvent::SubscriptionRejected {
+                epoch: 1,
+                index: 1,
+                reason: Rejection::Refused { code: None }
+            },
+            SessionEvent::SubscriptionRejected {
+                epoch: 1,
+                index: 3,
+                reason: Rejection::Refused { code: None }
+            },
+            SessionEvent::Restored {
+                epoch: 1,
+                granted: 2,
+                rejected: 2
+            },
         ]
     );
     assert_eq!(s.granted().collect::<Vec<_>>(), ["a.1.100ms", "c.3.100ms"]);
@@ -510,13 +705,19 @@ fn partial_grant_reports_exactly_the_missing_channels() {
     assert_eq!(s.channel_count(), 4);
     s.on_disconnect();
     s.on_open(t(100), 2, &d);
-    assert_eq!(tx(&mut s, t(100), &d).unwrap().0.kind, TransmitKind::Subscribe(4));
+    assert_eq!(
+        tx(&mut s, t(100), &d).unwrap().0.kind,
+        TransmitKind::Subscribe(4)
+    );
 }
 
 #[test]
 fn fatal_subscribe_error_refuses_the_whole_batch_with_its_code() {
     let d = Deribit::public();
-    let mut s = S::new(SessionConfig { batch_size: 2, ..SessionConfig::default() });
+    let mut s = S::new(SessionConfig {
+        batch_size: 2,
+        ..SessionConfig::default()
+    });
     for c in ["a.1.100ms", "b.2.100ms", "c.3.100ms"] {
         s.subscribe(c).unwrap();
     }
@@ -527,19 +728,37 @@ fn fatal_subscribe_error_refuses_the_whole_batch_with_its_code() {
     assert_eq!(
         events(&mut s),
         [
-            SessionEvent::SubscriptionRejected { epoch: 1, index: 0, reason: Rejection::Refused { code: Some(11050) } },
-            SessionEvent::SubscriptionRejected { epoch: 1, index: 1, reason: Rejection::Refused { code: Some(11050) } },
+            SessionEvent::SubscriptionRejected {
+                epoch: 1,
+                index: 0,
+                reason: Rejection::Refused { code: Some(11050) }
+            },
+            SessionEvent::SubscriptionRejected {
+                epoch: 1,
+                index: 1,
+                reason: Rejection::Refused { code: Some(11050) }
+            },
         ],
         "not restored while the second batch is unanswered"
     );
     grant_all(&mut s, t(2), &d, &sent[1].0, &sent[1].1);
-    assert_eq!(events(&mut s), [SessionEvent::Restored { epoch: 1, granted: 1, rejected: 2 }]);
+    assert_eq!(
+        events(&mut s),
+        [SessionEvent::Restored {
+            epoch: 1,
+            granted: 1,
+            rejected: 2
+        }]
+    );
 }
 
 #[test]
 fn unanswered_subscribe_is_reported_timed_out() {
     let d = Deribit::public();
-    let mut s = S::new(SessionConfig { request_timeout: secs(2), ..SessionConfig::default() });
+    let mut s = S::new(SessionConfig {
+        request_timeout: secs(2),
+        ..SessionConfig::default()
+    });
     s.subscribe("a.1.100ms").unwrap();
     s.subscribe("b.2.100ms").unwrap();
     s.on_open(t(0), 1, &d);
@@ -549,9 +768,21 @@ fn unanswered_subscribe_is_reported_timed_out() {
     assert_eq!(
         events(&mut s),
         [
-            SessionEvent::SubscriptionRejected { epoch: 1, index: 0, reason: Rejection::TimedOut },
-            SessionEvent::SubscriptionRejected { epoch: 1, index: 1, reason: Rejection::TimedOut },
-            SessionEvent::Restored { epoch: 1, granted: 0, rejected: 2 },
+            SessionEvent::SubscriptionRejected {
+                epoch: 1,
+                index: 0,
+                reason: Rejection::TimedOut
+            },
+            SessionEvent::SubscriptionRejected {
+                epoch: 1,
+                index: 1,
+                reason: Rejection::TimedOut
+            },
+            SessionEvent::Restored {
+                epoch: 1,
+                granted: 0,
+                rejected: 2
+            },
         ]
     );
 }
@@ -565,7 +796,11 @@ fn waiting_for_a_subscribe_answer_does_not_spin() {
     tx(&mut s, t(0), &d).unwrap();
     // Nothing to do until the answer or its deadline.
     let next = s.poll_timeout().unwrap();
-    assert_eq!(next, t(30_000), "a deadline in the past would make the caller spin");
+    assert_eq!(
+        next,
+        t(30_000),
+        "a deadline in the past would make the caller spin"
+    );
 }
 
 #[test]
@@ -586,14 +821,25 @@ fn more_rejections_at_once_than_the_event_queue_all_reported() {
     let mut indices: Vec<usize> = ev[..40]
         .iter()
         .map(|e| match e {
-            SessionEvent::SubscriptionRejected { epoch: 1, index, reason: Rejection::NeedsAuth } => *index,
+            SessionEvent::SubscriptionRejected {
+                epoch: 1,
+                index,
+                reason: Rejection::NeedsAuth,
+            } => *index,
             e => panic!("{e:?}"),
         })
         .collect();
     indices.sort_unstable();
     indices.dedup();
     assert_eq!(indices, (0..40).collect::<Vec<_>>());
-    assert_eq!(ev[40], SessionEvent::Restored { epoch: 1, granted: 1, rejected: 40 });
+    assert_eq!(
+        ev[40],
+        SessionEvent::Restored {
+            epoch: 1,
+            granted: 1,
+            rejected: 40
+        }
+    );
     assert!(s.poll_event().is_none());
 }
 
@@ -601,14 +847,26 @@ fn more_rejections_at_once_than_the_event_queue_all_reported() {
 fn needs_auth_channels_never_ride_in_an_unauthenticated_batch() {
     let d = Deribit::public();
     let mut s = S::new(SessionConfig::default());
-    for c in ["book.BTC.100ms", "trades.BTC.raw", "ticker.ETH.100ms", "user.trades.any.raw", "book.ETH.raw"] {
+    for c in [
+        "book.BTC.100ms",
+        "trades.BTC.raw",
+        "ticker.ETH.100ms",
+        "user.trades.any.raw",
+        "book.ETH.raw",
+    ] {
         s.subscribe(c).unwrap();
     }
     s.on_open(t(0), 1, &d);
     let sent = all_tx(&mut s, t(0), &d);
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0].0.kind, TransmitKind::Subscribe(2));
-    assert!(sent[0].1.contains(r#"["book.BTC.100ms","ticker.ETH.100ms"]"#), "{}", sent[0].1);
+    assert!(
+        sent[0]
+            .1
+            .contains(r#"["book.BTC.100ms","ticker.ETH.100ms"]"#),
+        "{}",
+        sent[0].1
+    );
     let mut r = rejected_names(&mut s);
     r.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
@@ -624,7 +882,10 @@ fn needs_auth_channels_never_ride_in_an_unauthenticated_batch() {
 #[test]
 fn public_and_private_batches_never_mixed() {
     let d = creds();
-    let mut s = S::new(SessionConfig { batch_size: 3, ..SessionConfig::default() });
+    let mut s = S::new(SessionConfig {
+        batch_size: 3,
+        ..SessionConfig::default()
+    });
     let names: Vec<String> = (0..20)
         .map(|i| match i % 3 {
             0 => format!("user.orders.I{i}.raw"),
@@ -646,10 +907,16 @@ fn public_and_private_batches_never_mixed() {
         }
         sent.extend(batch);
     }
-    assert!(events(&mut s).contains(&SessionEvent::Restored { epoch: 1, granted: 20, rejected: 0 }));
+    assert!(events(&mut s).contains(&SessionEvent::Restored {
+        epoch: 1,
+        granted: 20,
+        rejected: 0
+    }));
     let mut seen = Vec::new();
     for (b, text) in &sent {
-        let TransmitKind::Subscribe(n) = b.kind else { panic!("{b:?}") };
+        let TransmitKind::Subscribe(n) = b.kind else {
+            panic!("{b:?}")
+        };
         assert!(n <= 3);
         let private = text.contains("private/subscribe");
         assert!(private || text.contains("public/subscribe"));
@@ -671,7 +938,11 @@ fn public_and_private_batches_never_mixed() {
 #[test]
 fn batches_are_paced() {
     let d = Deribit::public();
-    let mut s = S::new(SessionConfig { batch_size: 2, pacing: ms(100), ..SessionConfig::default() });
+    let mut s = S::new(SessionConfig {
+        batch_size: 2,
+        pacing: ms(100),
+        ..SessionConfig::default()
+    });
     for i in 0..5 {
         s.subscribe(&format!("book.I{i}.100ms")).unwrap();
     }
@@ -690,7 +961,10 @@ fn many_small_batches_are_all_confirmed() {
     // More batches than the session's own-request table holds at once: none
     // may be forgotten (its channels would never be confirmed or reported).
     let d = Deribit::public();
-    let mut s = S::new(SessionConfig { batch_size: 1, ..SessionConfig::default() });
+    let mut s = S::new(SessionConfig {
+        batch_size: 1,
+        ..SessionConfig::default()
+    });
     for i in 0..12 {
         s.subscribe(&format!("book.I{i}.100ms")).unwrap();
     }
@@ -710,7 +984,14 @@ fn many_small_batches_are_all_confirmed() {
         assert!(rounds < 20);
     }
     let ev = events(&mut s);
-    assert_eq!(ev, [SessionEvent::Restored { epoch: 1, granted: 12, rejected: 0 }]);
+    assert_eq!(
+        ev,
+        [SessionEvent::Restored {
+            epoch: 1,
+            granted: 12,
+            rejected: 0
+        }]
+    );
 }
 
 #[test]
@@ -729,9 +1010,20 @@ fn runtime_subscribe_sends_one_batch_for_the_new_channel() {
     let sent = all_tx(&mut s, t(5), &d);
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].0.kind, TransmitKind::Subscribe(1));
-    assert!(sent[0].1.contains(r#"["ticker.ETH.100ms"]"#), "{}", sent[0].1);
+    assert!(
+        sent[0].1.contains(r#"["ticker.ETH.100ms"]"#),
+        "{}",
+        sent[0].1
+    );
     grant_all(&mut s, t(6), &d, &sent[0].0, &sent[0].1);
-    assert_eq!(events(&mut s), [SessionEvent::Restored { epoch: 1, granted: 2, rejected: 0 }]);
+    assert_eq!(
+        events(&mut s),
+        [SessionEvent::Restored {
+            epoch: 1,
+            granted: 2,
+            rejected: 0
+        }]
+    );
 }
 
 #[test]
@@ -741,7 +1033,10 @@ fn subscribe_while_down_waits_for_the_open() {
     s.subscribe("book.BTC.100ms").unwrap();
     assert!(tx(&mut s, t(0), &d).is_none());
     assert_eq!(s.poll_timeout(), None);
-    assert_eq!(s.subscribe(&"x".repeat(65)), Err(SubscribeError::NameTooLong));
+    assert_eq!(
+        s.subscribe(&"x".repeat(65)),
+        Err(SubscribeError::NameTooLong)
+    );
     let mut small: Session<1, 64, 1> = Session::new(SessionConfig::default());
     small.subscribe("a").unwrap();
     assert_eq!(small.subscribe("b"), Err(SubscribeError::Full));
@@ -768,11 +1063,17 @@ fn unsubscribe_granted_channel_sends_unsubscribe_and_drops_it_on_answer() {
     let (u, text) = tx(&mut s, t(1), &d).expect("unsubscribe");
     assert_eq!(u.kind, TransmitKind::Unsubscribe(1));
     assert!(
-        text.contains(r#""method":"private/unsubscribe","params":{"channels":["user.orders.any.any.raw"]}"#),
+        text.contains(
+            r#""method":"private/unsubscribe","params":{"channels":["user.orders.any.any.raw"]}"#
+        ),
         "{text}"
     );
     assert!(tx(&mut s, t(1), &d).is_none(), "sent once");
-    assert!(s.on_message(t(2), ok(u.id, r#"["user.orders.any.any.raw"]"#).as_bytes(), &d));
+    assert!(s.on_message(
+        t(2),
+        ok(u.id, r#"["user.orders.any.any.raw"]"#).as_bytes(),
+        &d
+    ));
     assert!(events(&mut s).is_empty());
     assert_eq!(s.channel_count(), 1);
     assert_eq!(s.channel(1), None, "gone from the set");
@@ -801,18 +1102,28 @@ fn unsubscribe_while_down_is_immediate_and_resubscribe_while_leaving_keeps_it() 
     s.subscribe("b.2.100ms").unwrap();
     let sent = all_tx(&mut s, t(1), &d);
     assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].0.kind, TransmitKind::Subscribe(1), "subscribed again, not unsubscribed");
+    assert_eq!(
+        sent[0].0.kind,
+        TransmitKind::Subscribe(1),
+        "subscribed again, not unsubscribed"
+    );
     assert_eq!(s.channels().collect::<Vec<_>>(), ["b.2.100ms"]);
 }
 
 #[test]
 fn restore_off_subscribes_nothing_on_open() {
     let d = Deribit::public();
-    let mut s = S::new(SessionConfig { restore: Restore::Off, ..SessionConfig::default() });
+    let mut s = S::new(SessionConfig {
+        restore: Restore::Off,
+        ..SessionConfig::default()
+    });
     s.subscribe("a.1.100ms").unwrap();
     s.on_open(t(0), 1, &d);
     assert!(tx(&mut s, t(0), &d).is_none());
-    assert!(events(&mut s).is_empty(), "nothing restored, nothing to report");
+    assert!(
+        events(&mut s).is_empty(),
+        "nothing restored, nothing to report"
+    );
 }
 
 #[test]
@@ -824,8 +1135,16 @@ fn no_protocol_reports_subscriptions_unsupported() {
     assert_eq!(
         events(&mut s),
         [
-            SessionEvent::SubscriptionRejected { epoch: 1, index: 0, reason: Rejection::Unsupported },
-            SessionEvent::Restored { epoch: 1, granted: 0, rejected: 1 },
+            SessionEvent::SubscriptionRejected {
+                epoch: 1,
+                index: 0,
+                reason: Rejection::Unsupported
+            },
+            SessionEvent::Restored {
+                epoch: 1,
+                granted: 0,
+                rejected: 1
+            },
         ]
     );
 }
@@ -835,11 +1154,20 @@ fn no_protocol_reports_subscriptions_unsupported() {
 #[test]
 fn user_ids_in_the_reserved_range_are_refused() {
     let mut s = S::new(SessionConfig::default());
-    assert_eq!(s.track_request(t(0), CORE_ID_BASE), Err(TrackError::Reserved));
-    assert_eq!(s.track_request(t(0), SESSION_ID_BASE), Err(TrackError::Reserved));
+    assert_eq!(
+        s.track_request(t(0), CORE_ID_BASE),
+        Err(TrackError::Reserved)
+    );
+    assert_eq!(
+        s.track_request(t(0), SESSION_ID_BASE),
+        Err(TrackError::Reserved)
+    );
     assert_eq!(s.track_request(t(0), u64::MAX), Err(TrackError::Reserved));
     assert_eq!(s.track_request(t(0), CORE_ID_BASE - 1), Ok(()));
-    assert_eq!(s.track_request(t(0), CORE_ID_BASE - 1), Err(TrackError::DuplicateId));
+    assert_eq!(
+        s.track_request(t(0), CORE_ID_BASE - 1),
+        Err(TrackError::DuplicateId)
+    );
     assert_eq!(s.pending_requests(), 1);
 }
 
@@ -864,7 +1192,10 @@ fn user_answers_and_session_answers_are_never_confused() {
     // The user's request with the low digits of the session's id.
     let user = a.id - SESSION_ID_BASE;
     s.track_request(t(0), user).unwrap();
-    assert!(!s.on_message(t(1), ok(user, "42").as_bytes(), &d), "delivered");
+    assert!(
+        !s.on_message(t(1), ok(user, "42").as_bytes(), &d),
+        "delivered"
+    );
     assert_eq!(events(&mut s), [SessionEvent::RequestResolved { id: user }]);
     assert!(!s.is_authenticated(), "not taken for the auth answer");
     assert!(s.on_message(t(2), ok(a.id, TOKENS).as_bytes(), &d));
@@ -874,7 +1205,9 @@ fn user_answers_and_session_answers_are_never_confused() {
     assert!(s.on_message(t(3), ok(a.id, TOKENS).as_bytes(), &d));
     // An untracked user-range answer is just delivered, without an event.
     assert!(!s.on_message(t(3), ok(99, "1").as_bytes(), &d));
-    assert!(events(&mut s).iter().all(|e| !matches!(e, SessionEvent::RequestResolved { .. })));
+    assert!(events(&mut s)
+        .iter()
+        .all(|e| !matches!(e, SessionEvent::RequestResolved { .. })));
 }
 
 #[test]
@@ -907,18 +1240,29 @@ fn request_error_is_typed_with_code_message_and_class() {
     s.track_request(t(0), 5).unwrap();
     s.on_message(t(0), br#"{"id":4,"error":"nope"}"#, &d);
     let long = "€".repeat(40);
-    s.on_message(t(0), format!(r#"{{"id":5,"error":{{"code":-1,"msg":"{long}"}}}}"#).as_bytes(), &d);
+    s.on_message(
+        t(0),
+        format!(r#"{{"id":5,"error":{{"code":-1,"msg":"{long}"}}}}"#).as_bytes(),
+        &d,
+    );
     let ev = events(&mut s);
-    let SessionEvent::RequestError { id: 4, error } = &ev[0] else { panic!("{ev:?}") };
+    let SessionEvent::RequestError { id: 4, error } = &ev[0] else {
+        panic!("{ev:?}")
+    };
     assert_eq!((error.code, error.message.as_str()), (0, ""));
-    let SessionEvent::RequestError { id: 5, error } = &ev[1] else { panic!("{ev:?}") };
+    let SessionEvent::RequestError { id: 5, error } = &ev[1] else {
+        panic!("{ev:?}")
+    };
     assert_eq!(error.message.as_str(), "€".repeat(ERROR_MESSAGE_CAP / 3));
 }
 
 #[test]
 fn requests_time_out_and_fail_on_disconnect_all_reported() {
     let d = Deribit::public();
-    let mut s: Session<4, 16, 32> = Session::new(SessionConfig { request_timeout: secs(1), ..SessionConfig::default() });
+    let mut s: Session<4, 16, 32> = Session::new(SessionConfig {
+        request_timeout: secs(1),
+        ..SessionConfig::default()
+    });
     s.on_open(t(0), 1, &d);
     s.track_request(t(0), 1).unwrap();
     for id in 2..=32 {
@@ -931,7 +1275,11 @@ fn requests_time_out_and_fail_on_disconnect_all_reported() {
     s.on_disconnect();
     // 31 settle at once: more than the event queue holds; none lost.
     assert_eq!(s.track_request(t(600), 40), Ok(()));
-    assert_eq!(s.track_request(t(600), 41), Err(TrackError::Full), "settled but unreported count");
+    assert_eq!(
+        s.track_request(t(600), 41),
+        Err(TrackError::Full),
+        "settled but unreported count"
+    );
     let mut failed: Vec<u64> = events(&mut s)
         .into_iter()
         .map(|e| match e {
@@ -957,9 +1305,16 @@ fn session_answers_are_consumed() {
     let (b, text) = tx(&mut s, t(0), &d).unwrap();
     grant_all(&mut s, t(0), &d, &b, &text);
     // Notifications and unparsable data are not the session's.
-    assert!(!s.on_message(t(0), br#"{"method":"subscription","params":{"channel":"book.BTC.100ms"}}"#, &d));
+    assert!(!s.on_message(
+        t(0),
+        br#"{"method":"subscription","params":{"channel":"book.BTC.100ms"}}"#,
+        &d
+    ));
     assert!(!s.on_message(t(0), b"not json", &d));
-    assert!(!s.on_message(t(0), format!(r#"{{"id":{}}}"#, a.id).as_bytes(), &d), "no result, no error: not an answer");
+    assert!(
+        !s.on_message(t(0), format!(r#"{{"id":{}}}"#, a.id).as_bytes(), &d),
+        "no result, no error: not an answer"
+    );
 }
 
 #[test]
@@ -983,7 +1338,14 @@ fn transmit_failed_renders_the_same_step_again_later() {
     let (b2, text) = tx(&mut s, t(80), &d).unwrap();
     assert_eq!(b2.kind, TransmitKind::Subscribe(1));
     grant_all(&mut s, t(80), &d, &b2, &text);
-    assert_eq!(events(&mut s), [SessionEvent::Restored { epoch: 1, granted: 1, rejected: 0 }]);
+    assert_eq!(
+        events(&mut s),
+        [SessionEvent::Restored {
+            epoch: 1,
+            granted: 1,
+            rejected: 0
+        }]
+    );
     // A stale transmit (old epoch) changes nothing.
     s.transmit_failed(&Transmit { epoch: 0, ..b2 }, t(1_000));
     assert!(tx(&mut s, t(80), &d).is_none());
@@ -997,21 +1359,53 @@ fn binance_result_null_grants_all_error_refuses_all() {
     s.subscribe("ethusdt@depth").unwrap();
     s.on_open(t(0), 1, &p);
     let (b, text) = tx(&mut s, t(0), &p).unwrap();
-    assert_eq!(text, format!(r#"{{"method":"SUBSCRIBE","params":["btcusdt@trade","ethusdt@depth"],"id":{}}}"#, b.id));
-    assert!(s.on_message(t(1), format!(r#"{{"result":null,"id":{}}}"#, b.id).as_bytes(), &p));
-    assert_eq!(events(&mut s), [SessionEvent::Restored { epoch: 1, granted: 2, rejected: 0 }]);
+    assert_eq!(
+        text,
+        format!(
+            r#"{{"method":"SUBSCRIBE","params":["btcusdt@trade","ethusdt@depth"],"id":{}}}"#,
+            b.id
+        )
+    );
+    assert!(s.on_message(
+        t(1),
+        format!(r#"{{"result":null,"id":{}}}"#, b.id).as_bytes(),
+        &p
+    ));
+    assert_eq!(
+        events(&mut s),
+        [SessionEvent::Restored {
+            epoch: 1,
+            granted: 2,
+            rejected: 0
+        }]
+    );
 
     s.on_disconnect();
     s.on_open(t(10), 2, &p);
     let (b, _) = tx(&mut s, t(10), &p).unwrap();
-    let answer = format!(r#"{{"error":{{"code":2,"msg":"Invalid request"}},"id":{}}}"#, b.id);
+    let answer = format!(
+        r#"{{"error":{{"code":2,"msg":"Invalid request"}},"id":{}}}"#,
+        b.id
+    );
     assert!(s.on_message(t(11), answer.as_bytes(), &p));
     assert_eq!(
         events(&mut s),
         [
-            SessionEvent::SubscriptionRejected { epoch: 2, index: 0, reason: Rejection::Refused { code: Some(2) } },
-            SessionEvent::SubscriptionRejected { epoch: 2, index: 1, reason: Rejection::Refused { code: Some(2) } },
-            SessionEvent::Restored { epoch: 2, granted: 0, rejected: 2 },
+            SessionEvent::SubscriptionRejected {
+                epoch: 2,
+                index: 0,
+                reason: Rejection::Refused { code: Some(2) }
+            },
+            SessionEvent::SubscriptionRejected {
+                epoch: 2,
+                index: 1,
+                reason: Rejection::Refused { code: Some(2) }
+            },
+            SessionEvent::Restored {
+                epoch: 2,
+                granted: 0,
+                rejected: 2
+            },
         ]
     );
 }

@@ -11,12 +11,12 @@
 use core::time::Duration;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
+use zenws_core::client::{Client, ClientEvent};
+use zenws_core::exchange::deribit::Deribit;
 use zenws_core::frame::{Frame, FrameKind};
 use zenws_core::heartbeat::{HeartbeatConfig, Strategy as Hb};
 use zenws_core::ratelimit::RateLimit;
 use zenws_core::retry::{Jitter, RetryCount, RetryPolicy};
-use zenws_core::client::{Client, ClientEvent};
-use zenws_core::exchange::deribit::Deribit;
 use zenws_core::session::{SessionConfig, Transmit};
 use zenws_core::supervisor::{
     Decision, RestartIntensity, RestartType, Supervisor, SupervisorConfig,
@@ -544,12 +544,17 @@ fn run(kind: Kind, seed: u64, inputs: &[Input]) -> Vec<Out> {
     let mut now = T0;
     let mut token = 0u64;
     for i in inputs {
-        let epoch = |c: &Client<Deribit, 4, 16, 4>, back: u8| c.epoch().wrapping_sub(u32::from(back));
+        let epoch =
+            |c: &Client<Deribit, 4, 16, 4>, back: u8| c.epoch().wrapping_sub(u32::from(back));
         match *i {
             Input::Connect => c.connect(now),
             Input::Open(b) => c.handle_open(now, epoch(&c, b)),
             Input::Message(b, m) => {
-                out.push(Out::Delivery(c.handle_message(now, epoch(&c, b), MESSAGES[m])));
+                out.push(Out::Delivery(c.handle_message(
+                    now,
+                    epoch(&c, b),
+                    MESSAGES[m],
+                )));
             }
             Input::Pong(b) => c.handle_pong(now, epoch(&c, b), &token.to_be_bytes()),
             Input::Error(b, e) => c.handle_error(now, epoch(&c, b), ERRORS[e]),

@@ -172,7 +172,9 @@ fn auth_timeout_is_not_a_rejection() {
         ..SessionConfig::default()
     });
     s.on_open(Instant::ZERO, 1, &deribit);
-    assert!(s.poll_transmit(Instant::ZERO, &deribit, &mut String::new()).is_some());
+    assert!(s
+        .poll_transmit(Instant::ZERO, &deribit, &mut String::new())
+        .is_some());
     s.handle_timeout(Instant::from_millis(5_000));
     assert_eq!(
         s.poll_event(),
@@ -194,7 +196,9 @@ fn disconnect_during_auth_reports_no_foreign_request() {
     let mut s: Session = Session::new(SessionConfig::default());
     s.track_request(Instant::ZERO, 100).unwrap();
     s.on_open(Instant::ZERO, 1, &deribit);
-    assert!(s.poll_transmit(Instant::ZERO, &deribit, &mut String::new()).is_some());
+    assert!(s
+        .poll_transmit(Instant::ZERO, &deribit, &mut String::new())
+        .is_some());
     s.on_disconnect();
     assert_eq!(
         s.poll_event(),
@@ -239,7 +243,10 @@ fn every_pending_request_is_reported_on_disconnect_and_timeout() {
 #[test]
 #[ignore]
 fn replay_one() {
-    let seed = std::env::var("SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let seed = std::env::var("SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let cfg = SimConfig {
         keep_trace: true,
         ..config()

@@ -97,10 +97,22 @@ mod tests {
     fn renders_only_stream_requests() {
         let mut out = String::new();
         Binance
-            .render(9, &Request::Unsubscribe { channels: &["btcusdt@trade"], private: false }, &mut out)
+            .render(
+                9,
+                &Request::Unsubscribe {
+                    channels: &["btcusdt@trade"],
+                    private: false,
+                },
+                &mut out,
+            )
             .unwrap();
-        assert_eq!(out, r#"{"method":"UNSUBSCRIBE","params":["btcusdt@trade"],"id":9}"#);
-        assert!(Binance.render(1, &Request::Authenticate(Grant::Credentials), &mut out).is_err());
+        assert_eq!(
+            out,
+            r#"{"method":"UNSUBSCRIBE","params":["btcusdt@trade"],"id":9}"#
+        );
+        assert!(Binance
+            .render(1, &Request::Authenticate(Grant::Credentials), &mut out)
+            .is_err());
         assert!(Binance.render(1, &Request::AfterAuth(0), &mut out).is_err());
         assert!(!Binance.authenticates());
         assert_eq!(Binance.after_auth_steps(), 0);
@@ -116,7 +128,10 @@ mod tests {
         for _ in 0..MESSAGES_PER_SEC {
             b.try_acquire(&l, t0, b"{}").unwrap();
         }
-        assert_eq!(b.try_acquire(&l, t0, b"{}"), Err(Duration::from_millis(200)));
+        assert_eq!(
+            b.try_acquire(&l, t0, b"{}"),
+            Err(Duration::from_millis(200))
+        );
         assert!(heartbeat().detection_bound().is_some());
     }
 
@@ -124,7 +139,10 @@ mod tests {
     fn optional_and_borrowed_protocols_delegate() {
         let none: Option<Binance> = None;
         let mut out = String::new();
-        let req = Request::Subscribe { channels: &["a"], private: false };
+        let req = Request::Subscribe {
+            channels: &["a"],
+            private: false,
+        };
         assert!(none.render(1, &req, &mut out).is_err());
         assert!(NoProtocol.render(1, &req, &mut out).is_err());
         assert_eq!(none.classify(-1003), ErrorClass::Fatal);

@@ -62,7 +62,10 @@ pub struct Deribit {
 impl fmt::Debug for Deribit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Deribit")
-            .field("credentials", &self.credentials.as_ref().map(|_| "<redacted>"))
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "<redacted>"),
+            )
             .field("cancel_on_disconnect", &self.cancel_on_disconnect)
             .finish()
     }
@@ -81,11 +84,16 @@ impl Deribit {
 
     /// Authenticate every connection with `client_credentials`, then keep
     /// the token fresh with `refresh_token`.
-    pub fn with_credentials(client_id: &str, client_secret: &str) -> Result<Self, CredentialTooLong> {
+    pub fn with_credentials(
+        client_id: &str,
+        client_secret: &str,
+    ) -> Result<Self, CredentialTooLong> {
         let mut id = heapless::String::new();
         let mut secret = heapless::String::new();
         id.push_str(client_id).map_err(|_| CredentialTooLong)?;
-        secret.push_str(client_secret).map_err(|_| CredentialTooLong)?;
+        secret
+            .push_str(client_secret)
+            .map_err(|_| CredentialTooLong)?;
         Ok(Deribit {
             credentials: Some((id, secret)),
             cancel_on_disconnect: false,
@@ -107,7 +115,10 @@ impl Deribit {
 }
 
 fn header(out: &mut dyn fmt::Write, id: u64, method: &str) -> fmt::Result {
-    write!(out, r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":"#)
+    write!(
+        out,
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":"#
+    )
 }
 
 impl Protocol for Deribit {
@@ -135,13 +146,17 @@ impl Protocol for Deribit {
                 out.write_str(r#"{"scope":"connection"}}"#)
             }
             Request::AfterAuth(_) => Err(fmt::Error),
-            Request::Subscribe { channels, private } | Request::Unsubscribe { channels, private } => {
+            Request::Subscribe { channels, private }
+            | Request::Unsubscribe { channels, private } => {
                 let verb = match request {
                     Request::Subscribe { .. } => "subscribe",
                     _ => "unsubscribe",
                 };
                 let scope = if private { "private" } else { "public" };
-                write!(out, r#"{{"jsonrpc":"2.0","id":{id},"method":"{scope}/{verb}","params":{{"channels":["#)?;
+                write!(
+                    out,
+                    r#"{{"jsonrpc":"2.0","id":{id},"method":"{scope}/{verb}","params":{{"channels":["#
+                )?;
                 write_list(out, channels)?;
                 out.write_str("]}}")
             }
@@ -345,15 +360,19 @@ mod tests {
 
     #[test]
     fn renders_both_grants_and_cod() {
-        let d = Deribit::with_credentials("i\"d", "s").unwrap().cancel_on_disconnect(true);
+        let d = Deribit::with_credentials("i\"d", "s")
+            .unwrap()
+            .cancel_on_disconnect(true);
         let mut out = String::new();
-        d.render(1, &Request::Authenticate(Grant::Credentials), &mut out).unwrap();
+        d.render(1, &Request::Authenticate(Grant::Credentials), &mut out)
+            .unwrap();
         assert_eq!(
             out,
             r#"{"jsonrpc":"2.0","id":1,"method":"public/auth","params":{"grant_type":"client_credentials","client_id":"i\"d","client_secret":"s"}}"#
         );
         out.clear();
-        d.render(2, &Request::Authenticate(Grant::Refresh("rt")), &mut out).unwrap();
+        d.render(2, &Request::Authenticate(Grant::Refresh("rt")), &mut out)
+            .unwrap();
         assert_eq!(
             out,
             r#"{"jsonrpc":"2.0","id":2,"method":"public/auth","params":{"grant_type":"refresh_token","refresh_token":"rt"}}"#
@@ -361,9 +380,15 @@ mod tests {
         out.clear();
         d.render(3, &Request::AfterAuth(0), &mut out).unwrap();
         assert!(out.contains("private/enable_cancel_on_disconnect"), "{out}");
-        assert!(Deribit::public().render(4, &Request::AfterAuth(0), &mut out).is_err());
         assert!(Deribit::public()
-            .render(4, &Request::Authenticate(Grant::Credentials), &mut String::new())
+            .render(4, &Request::AfterAuth(0), &mut out)
+            .is_err());
+        assert!(Deribit::public()
+            .render(
+                4,
+                &Request::Authenticate(Grant::Credentials),
+                &mut String::new()
+            )
             .is_err());
     }
 
@@ -371,14 +396,22 @@ mod tests {
     fn public_and_private_apart_raw_only_when_authenticated() {
         let d = Deribit::public();
         let mut s: Session<8, 64, 4> = Session::new(SessionConfig::default());
-        for c in ["book.BTC.100ms", "trades.BTC.raw", "user.orders.any.any.raw", "ticker.ETH.100ms"] {
+        for c in [
+            "book.BTC.100ms",
+            "trades.BTC.raw",
+            "user.orders.any.any.raw",
+            "ticker.ETH.100ms",
+        ] {
             s.subscribe(c).unwrap();
         }
         s.on_open(t(0), 1, &d);
         let mut out = String::new();
         let tx = s.poll_transmit(t(0), &d, &mut out).unwrap();
         assert_eq!(tx.kind, TransmitKind::Subscribe(2));
-        assert!(out.contains(r#"["book.BTC.100ms","ticker.ETH.100ms"]"#), "{out}");
+        assert!(
+            out.contains(r#"["book.BTC.100ms","ticker.ETH.100ms"]"#),
+            "{out}"
+        );
         let mut rejected = std::vec::Vec::new();
         while let Some(e) = s.poll_event() {
             if let SessionEvent::SubscriptionRejected { index, reason, .. } = e {
@@ -405,7 +438,11 @@ mod tests {
                     index: 3,
                     reason: Rejection::Refused { code: None }
                 },
-                SessionEvent::Restored { epoch: 1, granted: 1, rejected: 3 }
+                SessionEvent::Restored {
+                    epoch: 1,
+                    granted: 1,
+                    rejected: 3
+                }
             ]
         );
     }
@@ -414,7 +451,10 @@ mod tests {
     fn debug_never_shows_credentials_or_tokens() {
         let d = Deribit::with_credentials("my-client-id", "my-secret").unwrap();
         let shown = format!("{d:?} {:?}", d.clone().cancel_on_disconnect(true));
-        assert!(!shown.contains("my-secret") && !shown.contains("my-client-id"), "{shown}");
+        assert!(
+            !shown.contains("my-secret") && !shown.contains("my-client-id"),
+            "{shown}"
+        );
         assert!(shown.contains("<redacted>"), "{shown}");
         assert!(format!("{:?}", Deribit::public()).contains("credentials: None"));
         let g = Grant::Refresh("refresh-secret");
@@ -422,7 +462,10 @@ mod tests {
         assert_eq!(format!("{:?}", Grant::Credentials), "client_credentials");
         let r = Request::Authenticate(g);
         assert!(!format!("{r:?}").contains("refresh-secret"), "{r:?}");
-        let a = AuthAnswer { expires_in: Some(Duration::from_secs(1)), refresh_token: Some("tok-secret") };
+        let a = AuthAnswer {
+            expires_in: Some(Duration::from_secs(1)),
+            refresh_token: Some("tok-secret"),
+        };
         assert!(!format!("{a:?}").contains("tok-secret"), "{a:?}");
     }
 
@@ -439,12 +482,24 @@ mod tests {
         assert!(Deribit::with_credentials(&"x".repeat(CREDENTIAL_CAP), "s").is_ok());
         let d = Deribit::with_credentials("a\\b", "c\nd").unwrap();
         let mut out = String::new();
-        d.render(1, &Request::Authenticate(Grant::Credentials), &mut out).unwrap();
+        d.render(1, &Request::Authenticate(Grant::Credentials), &mut out)
+            .unwrap();
         assert!(json::scan(out.as_bytes()).is_ok(), "{out}");
-        assert!(out.contains(r#""client_id":"a\\b","client_secret":"c\u000ad""#), "{out}");
+        assert!(
+            out.contains(r#""client_id":"a\\b","client_secret":"c\u000ad""#),
+            "{out}"
+        );
         // Channel names are escaped too.
         out.clear();
-        d.render(2, &Request::Unsubscribe { channels: &["a\"b", "c"], private: false }, &mut out).unwrap();
+        d.render(
+            2,
+            &Request::Unsubscribe {
+                channels: &["a\"b", "c"],
+                private: false,
+            },
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(
             out,
             r#"{"jsonrpc":"2.0","id":2,"method":"public/unsubscribe","params":{"channels":["a\"b","c"]}}"#
@@ -461,11 +516,23 @@ mod tests {
             assert_eq!(classify(code), ErrorClass::Fatal, "{code}");
         }
         let d = Deribit::public();
-        assert_eq!(d.channel_kind("user.orders.any.any.raw"), ChannelKind::Private);
+        assert_eq!(
+            d.channel_kind("user.orders.any.any.raw"),
+            ChannelKind::Private
+        );
         assert_eq!(d.channel_kind("user.portfolio.btc"), ChannelKind::Private);
-        assert_eq!(d.channel_kind("trades.BTC-PERPETUAL.raw"), ChannelKind::NeedsAuth);
-        assert_eq!(d.channel_kind("book.BTC-PERPETUAL.100ms"), ChannelKind::Public);
-        assert_eq!(d.channel_kind("deribit_price_index.btc_usd"), ChannelKind::Public);
+        assert_eq!(
+            d.channel_kind("trades.BTC-PERPETUAL.raw"),
+            ChannelKind::NeedsAuth
+        );
+        assert_eq!(
+            d.channel_kind("book.BTC-PERPETUAL.100ms"),
+            ChannelKind::Public
+        );
+        assert_eq!(
+            d.channel_kind("deribit_price_index.btc_usd"),
+            ChannelKind::Public
+        );
         assert!(!d.authenticates());
         assert_eq!(d.after_auth_steps(), 0);
         assert!(d.cancel_on_disconnect(true).cancels_on_disconnect());
@@ -483,16 +550,27 @@ mod tests {
 
     #[test]
     fn subscribe_costs_its_own_pool_not_the_shared_one() {
-        assert_eq!(cost(br#"{"id":1,"method":"public/subscribe","params":{}}"#), [0, 0, SUBSCRIBE_COST]);
-        assert_eq!(cost(br#"{"id":1,"method":"private/subscribe","params":{}}"#), [0, 0, SUBSCRIBE_COST]);
-        assert_eq!(cost(br#"{"id":1,"method":"public/unsubscribe","params":{}}"#), [REQUEST_COST, 0, 0]);
+        assert_eq!(
+            cost(br#"{"id":1,"method":"public/subscribe","params":{}}"#),
+            [0, 0, SUBSCRIBE_COST]
+        );
+        assert_eq!(
+            cost(br#"{"id":1,"method":"private/subscribe","params":{}}"#),
+            [0, 0, SUBSCRIBE_COST]
+        );
+        assert_eq!(
+            cost(br#"{"id":1,"method":"public/unsubscribe","params":{}}"#),
+            [REQUEST_COST, 0, 0]
+        );
         assert_eq!(cost(br#"{"id":1,"method":"private/edit"}"#), [0, 1, 0]);
     }
 
     #[test]
     fn auth_answer_reads_lifetime_and_refresh_token() {
         let d = Deribit::public();
-        let a = d.auth_answer(br#"{"access_token":"a","expires_in":900,"refresh_token":"r","scope":"x"}"#);
+        let a = d.auth_answer(
+            br#"{"access_token":"a","expires_in":900,"refresh_token":"r","scope":"x"}"#,
+        );
         assert_eq!(a.expires_in, Some(Duration::from_secs(900)));
         assert_eq!(a.refresh_token, Some("r"));
         assert!(!format!("{a:?}").contains("\"r\""));

@@ -264,16 +264,20 @@ impl<P: Protocol> Protocol for Option<P> {
         self.as_ref().map_or(0, |p| p.after_auth_steps())
     }
     fn auth_answer<'a>(&self, result: &'a [u8]) -> AuthAnswer<'a> {
-        self.as_ref().map(|p| p.auth_answer(result)).unwrap_or_default()
+        self.as_ref()
+            .map(|p| p.auth_answer(result))
+            .unwrap_or_default()
     }
     fn granted(&self, answer: &JsonRpcView<'_>, channel: &str) -> bool {
         self.as_ref().is_none_or(|p| p.granted(answer, channel))
     }
     fn classify(&self, code: i64) -> ErrorClass {
-        self.as_ref().map_or(ErrorClass::Fatal, |p| p.classify(code))
+        self.as_ref()
+            .map_or(ErrorClass::Fatal, |p| p.classify(code))
     }
     fn channel_kind(&self, channel: &str) -> ChannelKind {
-        self.as_ref().map_or(ChannelKind::Public, |p| p.channel_kind(channel))
+        self.as_ref()
+            .map_or(ChannelKind::Public, |p| p.channel_kind(channel))
     }
     fn rate_limit(&self) -> Option<RateLimit> {
         self.as_ref().and_then(|p| p.rate_limit())

@@ -319,11 +319,7 @@ impl World {
             // room for the answer's transit, the timer slack, one credit of
             // rate-limit wait and the refresh's transit.
             refresh_margin: between(&mut rng, Duration::from_secs(3), Duration::from_secs(10)),
-            retry_delay: between(
-                &mut rng,
-                Duration::from_millis(100),
-                Duration::from_secs(1),
-            ),
+            retry_delay: between(&mut rng, Duration::from_millis(100), Duration::from_secs(1)),
         };
         let burst = rng.in_range(u64::from(f.account_burst.0), u64::from(f.account_burst.1)) as u32;
         let refill =
@@ -409,7 +405,9 @@ impl World {
                 .then(|| now + between(&mut rng, Duration::ZERO, cfg.duration));
             let mut client: Machine = Client::new(config, session_cfg, protocol);
             for c in &channels {
-                client.subscribe(c).expect("16 channels of at most 32 bytes fit");
+                client
+                    .subscribe(c)
+                    .expect("16 channels of at most 32 bytes fit");
             }
             let latency = between(
                 &mut rng,
@@ -967,7 +965,9 @@ impl World {
                 self.stats.heartbeat_setup_failures += 1;
                 let c = &mut self.clients[i];
                 if c.deribit_interval.is_none() {
-                    return Err(format!("c{i}: HeartbeatSetupFailed without a Deribit heartbeat"));
+                    return Err(format!(
+                        "c{i}: HeartbeatSetupFailed without a Deribit heartbeat"
+                    ));
                 }
                 c.setup_failed_at = Some(now);
             }
@@ -1054,7 +1054,9 @@ impl World {
                 self.stats.token_refreshes += 1;
                 match c.authed {
                     Some(a) if a == epoch => Ok(()),
-                    _ => Err(format!("TokenRefreshed e{epoch} on a socket not authenticated")),
+                    _ => Err(format!(
+                        "TokenRefreshed e{epoch} on a socket not authenticated"
+                    )),
                 }
             }
             SessionEvent::AuthRetrying { .. } => {
@@ -1065,8 +1067,14 @@ impl World {
             | SessionEvent::AuthTimedOut { .. }
             | SessionEvent::RateLimited { .. } => Ok(()),
             SessionEvent::AfterAuth { epoch, step, .. } => {
-                if !c.client.protocol().cancels_on_disconnect() || step != 0 || c.authed != Some(epoch) {
-                    Err(format!("AfterAuth step {step} on e{epoch} (authenticated on {:?})", c.authed))
+                if !c.client.protocol().cancels_on_disconnect()
+                    || step != 0
+                    || c.authed != Some(epoch)
+                {
+                    Err(format!(
+                        "AfterAuth step {step} on e{epoch} (authenticated on {:?})",
+                        c.authed
+                    ))
                 } else {
                     Ok(())
                 }
@@ -1084,10 +1092,15 @@ impl World {
                     _ if reason == Rejection::NeedsAuth
                         && (kind == ChannelKind::Public || c.authed == Some(epoch)) =>
                     {
-                        Err(format!("{name} rejected NeedsAuth on e{epoch} (authenticated: {:?})", c.authed))
+                        Err(format!(
+                            "{name} rejected NeedsAuth on e{epoch} (authenticated: {:?})",
+                            c.authed
+                        ))
                     }
                     Some(o) if o.epoch == epoch => o.rejected(index, &name),
-                    _ => Err(format!("SubscriptionRejected e{epoch} while not open on it")),
+                    _ => Err(format!(
+                        "SubscriptionRejected e{epoch} while not open on it"
+                    )),
                 }
             }
             SessionEvent::Restored {
@@ -1144,7 +1157,11 @@ impl World {
             );
         self.queue.push(next, i, 0, Kind::User);
         let roll = self.rng.below(100);
-        let burst = if roll >= 97 { self.rng.in_range(2, 8) } else { 1 };
+        let burst = if roll >= 97 {
+            self.rng.in_range(2, 8)
+        } else {
+            1
+        };
         for _ in 0..burst {
             self.user_send(i, roll)?;
         }
@@ -1154,7 +1171,9 @@ impl World {
     fn user_send(&mut self, i: usize, roll: u64) -> Check {
         let now = self.now;
         let c = &mut self.clients[i];
-        let authed = c.authed.is_some_and(|e| e == c.client.epoch() && c.client.is_open());
+        let authed = c
+            .authed
+            .is_some_and(|e| e == c.client.epoch() && c.client.is_open());
         let (bytes, request) = if roll < 55 {
             let seq = c.next_seq;
             c.next_seq += 1;
@@ -1273,7 +1292,8 @@ impl World {
                 }
                 let mut out = core::mem::take(&mut self.out);
                 let s = self.clients[i].socket.as_mut().expect("live");
-                s.server.on_timer(now, &mut self.rng, &mut self.account, t, &mut out);
+                s.server
+                    .on_timer(now, &mut self.rng, &mut self.account, t, &mut out);
                 self.server_out(i, epoch, &mut out)
             }
             Kind::ServerSend(wire, note) => {

@@ -160,13 +160,19 @@ impl OpenSocket {
     /// `SubscriptionRejected { index }` on this socket for a tracked channel.
     pub(crate) fn rejected(&mut self, index: usize, name: &str) -> Check {
         if self.restored {
-            return Err(format!("{name} reported rejected after Restored on e{}", self.epoch));
+            return Err(format!(
+                "{name} reported rejected after Restored on e{}",
+                self.epoch
+            ));
         }
         if self.rejected.contains(&index) {
             return Err(format!("{name} reported rejected twice on e{}", self.epoch));
         }
         if self.server_granted.iter().any(|g| g == name) {
-            return Err(format!("{name} reported rejected but the server granted it on e{}", self.epoch));
+            return Err(format!(
+                "{name} reported rejected but the server granted it on e{}",
+                self.epoch
+            ));
         }
         self.rejected.push(index);
         Ok(())
@@ -213,11 +219,7 @@ impl OpenSocket {
                 ));
             }
         }
-        if let Some(lost) = self
-            .requested
-            .iter()
-            .find(|r| !tracked.contains(r))
-        {
+        if let Some(lost) = self.requested.iter().find(|r| !tracked.contains(r)) {
             return Err(format!("Restored e{e}: requested {lost} is not tracked"));
         }
         Ok(())

@@ -179,10 +179,8 @@ fn result(id: u64, value: &str) -> Wire {
 
 fn error(id: u64, code: i64, message: &str) -> Wire {
     Wire::Text(
-        format!(
-            r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":"{message}"}}}}"#
-        )
-        .into_bytes(),
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":"{message}"}}}}"#)
+            .into_bytes(),
     )
 }
 
@@ -251,7 +249,13 @@ impl Server {
     /// by the server, a stalled link) could have kept its refresh from
     /// arriving in time. The link is in order, so a refresh the client sent
     /// on time arrives before any later request: no in-flight slack.
-    fn check_private(&mut self, now: Instant, what: &str, out: &mut Vec<Out>, counts: &mut FaultCounts) {
+    fn check_private(
+        &mut self,
+        now: Instant,
+        what: &str,
+        out: &mut Vec<Out>,
+        counts: &mut FaultCounts,
+    ) {
         let Some(t) = self.token else {
             out.push(Out::Violation(format!(
                 "{what} on a socket that never authenticated"
@@ -366,7 +370,11 @@ impl Server {
             "public/set_heartbeat" => {
                 if chance(rng, f.heartbeat_setup_error) {
                     account.counts.heartbeat_setup_errors += 1;
-                    out.push(Out::Send(Duration::ZERO, error(id, 11050, "bad_request"), Note::None));
+                    out.push(Out::Send(
+                        Duration::ZERO,
+                        error(id, 11050, "bad_request"),
+                        Note::None,
+                    ));
                     return;
                 }
                 let secs = interval_of(text).unwrap_or(10);
@@ -379,7 +387,11 @@ impl Server {
             "public/test" => {
                 self.tests_answered += 1;
                 self.test_pending = false;
-                out.push(Out::Send(Duration::ZERO, result(id, r#"{"version":"sim"}"#), Note::None));
+                out.push(Out::Send(
+                    Duration::ZERO,
+                    result(id, r#"{"version":"sim"}"#),
+                    Note::None,
+                ));
             }
             "public/auth" => self.auth(now, rng, f, account, id, data, quick, out),
             "private/enable_cancel_on_disconnect" => {
@@ -390,7 +402,11 @@ impl Server {
                     )));
                 }
                 if !self.token_valid(now) {
-                    out.push(Out::Send(quick, error(id, 13009, "unauthorized"), Note::None));
+                    out.push(Out::Send(
+                        quick,
+                        error(id, 13009, "unauthorized"),
+                        Note::None,
+                    ));
                 } else if chance(rng, f.ignore_request) {
                     account.counts.cod_ignored += 1;
                     self.obstruct(now);
@@ -407,7 +423,11 @@ impl Server {
             }
             "public/get_time" | "private/get_positions" => {
                 if method == "private/get_positions" && !self.token_valid(now) {
-                    out.push(Out::Send(quick, error(id, 13009, "unauthorized"), Note::None));
+                    out.push(Out::Send(
+                        quick,
+                        error(id, 13009, "unauthorized"),
+                        Note::None,
+                    ));
                 } else if !chance(rng, f.ignore_request) {
                     let after = if chance(rng, f.slow_answer) {
                         between(rng, Duration::from_secs(1), Duration::from_secs(40))
@@ -478,7 +498,11 @@ impl Server {
                 account.counts.auth_rejected += 1;
                 self.obstruct(now);
                 out.push(Out::Fatal);
-                out.push(Out::Send(quick, error(id, 13004, "invalid_credentials"), Note::None));
+                out.push(Out::Send(
+                    quick,
+                    error(id, 13004, "invalid_credentials"),
+                    Note::None,
+                ));
                 return;
             }
             Some(token) => {
@@ -486,7 +510,11 @@ impl Server {
                 if known.is_none() || chance(rng, f.refresh_refuse) {
                     account.counts.refresh_refused += 1;
                     self.obstruct(now);
-                    out.push(Out::Send(quick, error(id, 13004, "invalid_credentials"), Note::None));
+                    out.push(Out::Send(
+                        quick,
+                        error(id, 13004, "invalid_credentials"),
+                        Note::None,
+                    ));
                     return;
                 }
                 if let Some(k) = known {
@@ -569,7 +597,11 @@ impl Server {
         }
         if private && !self.token_valid(now) {
             account.counts.subscribe_unauthorized += 1;
-            out.push(Out::Send(quick, error(id, 13009, "unauthorized"), Note::None));
+            out.push(Out::Send(
+                quick,
+                error(id, 13009, "unauthorized"),
+                Note::None,
+            ));
             return;
         }
         if chance(rng, f.subscribe_error) {
@@ -670,7 +702,11 @@ impl Server {
                     r#"{{"jsonrpc":"2.0","method":"subscription","params":{{"channel":"{channel}","data":{}}}}}"#,
                     self.feed_seq
                 );
-                out.push(Out::Send(Duration::ZERO, Wire::Text(msg.into_bytes()), Note::None));
+                out.push(Out::Send(
+                    Duration::ZERO,
+                    Wire::Text(msg.into_bytes()),
+                    Note::None,
+                ));
             }
             Timer::Fault(fault) => match fault {
                 Fault::Stall { .. } => {}

@@ -40,6 +40,14 @@ mod tests;
 mod thread_buf;
 mod tls_session;
 
+// The internals the fuzz targets drive (`crate::fuzzing`, driver-mio/fuzz).
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz {
+    pub(crate) use super::codec::{Decoder, Frame, Payload, Text, Utf8Validator};
+    pub(crate) use super::handshake::{build_request, parse_response, Request};
+    pub(crate) use super::tls_session::TlsSession;
+}
+
 use std::fmt;
 use std::mem;
 use std::net::SocketAddr;

@@ -34,7 +34,7 @@ pub(super) const MAX_RESPONSE: usize = 16 << 10;
 const MAX_HEADERS: usize = 124;
 
 /// The upgrade request, built and validated before the TCP connect.
-pub(super) struct Request {
+pub(crate) struct Request {
     bytes: Vec<u8>,
     /// The `Sec-WebSocket-Accept` the server must answer with.
     accept: String,
@@ -44,7 +44,7 @@ pub(super) struct Request {
 
 /// Build `GET path_and_query HTTP/1.1` with `Host`, the WebSocket headers
 /// and `headers`. Errors name the offending header, never its value.
-pub(super) fn build_request(
+pub(crate) fn build_request(
     target: &Target,
     headers: &[(String, String)],
 ) -> Result<Request, String> {
@@ -129,10 +129,10 @@ pub(super) struct Handshake {
 }
 
 /// The upgrade succeeded: the response head is `len` bytes long.
-pub(super) struct Upgraded {
-    len: usize,
+pub(crate) struct Upgraded {
+    pub(crate) len: usize,
     /// The HTTP status (101).
-    pub(super) status: u16,
+    pub(crate) status: u16,
 }
 
 type Failure = (Error, String);
@@ -225,20 +225,7 @@ impl Handshake {
 
     /// `Ok(None)`: the head is not complete yet.
     fn parse(&self) -> Result<Option<Upgraded>, Failure> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut headers);
-        let len = match resp.parse(&self.response) {
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Ok(httparse::Status::Complete(len)) => len,
-            Err(e) => {
-                return Err((
-                    Error::Protocol,
-                    format!("handshake: malformed HTTP response: {e}"),
-                ))
-            }
-        };
-        let status = verify(&resp, &self.request)?;
-        Ok(Some(Upgraded { len, status }))
+        parse_response(&self.response, &self.request)
     }
 
     /// The stream, with the bytes that followed the response head (a
@@ -249,6 +236,36 @@ impl Handshake {
         } = self;
         let tail = response.get(up.len..).unwrap_or_default().to_vec();
         (stream, tail)
+    }
+}
+
+/// Parse `response` (the bytes read so far) and check it against `request`.
+/// `Ok(None)`: the head is not complete yet.
+pub(crate) fn parse_response(
+    response: &[u8],
+    request: &Request,
+) -> Result<Option<Upgraded>, Failure> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(response) {
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Ok(httparse::Status::Complete(len)) => len,
+        Err(e) => {
+            return Err((
+                Error::Protocol,
+                format!("handshake: malformed HTTP response: {e}"),
+            ))
+        }
+    };
+    let status = verify(&resp, request)?;
+    Ok(Some(Upgraded { len, status }))
+}
+
+#[cfg(feature = "fuzzing")]
+impl Request {
+    /// The request's bytes (empty once sent) and the accept key it expects.
+    pub(crate) fn parts(&self) -> (&[u8], &str) {
+        (&self.bytes, &self.accept)
     }
 }
 

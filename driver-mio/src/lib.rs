@@ -63,6 +63,9 @@ pub mod config;
 mod dial;
 pub mod error;
 pub mod event;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handle;
 pub mod resolve;
 mod slot;

@@ -2,7 +2,8 @@
 
 use crate::config::ClientConfig;
 use crate::error::{ClientId, Error};
-use crate::event::{ClientEvent, Message};
+use crate::event::ClientEvent;
+use crate::message::Message;
 use crate::supervisor::ClientSupervisor;
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -69,7 +70,7 @@ impl Client {
     }
 
     /// Send binary data.
-    pub fn send_binary(&mut self, data: impl Into<tungstenite::Bytes>) -> Result<(), Error> {
+    pub fn send_binary(&mut self, data: impl Into<bytes::Bytes>) -> Result<(), Error> {
         self.sup.send_binary(self.id, data)
     }
 

@@ -1,36 +1,10 @@
 //! What the driver tells the user.
 
 use crate::error::ClientId;
+use crate::message::Message;
 use std::time::Duration;
 use zenws_core::session::Rejection;
 use zenws_core::{Error as Reason, ExitReason};
-
-/// A data message received from the peer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Message {
-    /// A text message (valid UTF-8).
-    Text(tungstenite::Utf8Bytes),
-    /// A binary message.
-    Binary(tungstenite::Bytes),
-}
-
-impl Message {
-    /// The payload bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            Message::Text(t) => t.as_bytes(),
-            Message::Binary(b) => b,
-        }
-    }
-
-    /// The text, if this is a text message.
-    pub fn as_text(&self) -> Option<&str> {
-        match self {
-            Message::Text(t) => Some(t.as_str()),
-            Message::Binary(_) => None,
-        }
-    }
-}
 
 /// Lifecycle and data events, drained with
 /// [`ClientSupervisor::poll_event`](crate::ClientSupervisor::poll_event) or

@@ -14,7 +14,7 @@ pub(crate) enum Command {
     },
     Stop(ClientId),
     SendText(ClientId, String),
-    SendBinary(ClientId, Vec<u8>),
+    SendBinary(ClientId, bytes::Bytes),
 }
 
 /// Talk to a [`ClientSupervisor`](crate::ClientSupervisor) from another
@@ -72,7 +72,7 @@ impl Handle {
     }
 
     /// Send a binary message from another thread.
-    pub fn send_binary(&self, id: ClientId, data: Vec<u8>) -> Result<(), Error> {
-        self.submit(Command::SendBinary(id, data))
+    pub fn send_binary(&self, id: ClientId, data: impl Into<bytes::Bytes>) -> Result<(), Error> {
+        self.submit(Command::SendBinary(id, data.into()))
     }
 }

@@ -67,6 +67,7 @@ pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handle;
+mod message;
 pub mod resolve;
 mod slot;
 pub mod supervisor;
@@ -79,8 +80,9 @@ pub use client::Client;
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use config::ClientConfig;
 pub use error::{ClientId, Error};
-pub use event::{ClientEvent, Handler, Message};
+pub use event::{ClientEvent, Handler};
 pub use handle::Handle;
+pub use message::{Message, Text};
 pub use supervisor::ClientSupervisor;
 pub use tls::TlsRoots;
 pub use zenws_core as core;

@@ -8,7 +8,8 @@
 use crate::config::ClientConfig;
 use crate::dial::Dial;
 use crate::error::ClientId;
-use crate::event::{ClientEvent, Message};
+use crate::event::ClientEvent;
+use crate::message::Message;
 use crate::resolve::Resolver;
 use crate::supervisor::{Inbox, Owner};
 use crate::transport::{EventSink, Transport, TransportConfig, TransportEvent};
@@ -97,7 +98,7 @@ impl EventSink for Sink<'_> {
         let (now, epoch) = (self.now, self.epoch);
         let client = &mut *self.slot.client;
         let message = match ev {
-            TransportEvent::Text(t) => Message::Text(t),
+            TransportEvent::Text(t) => Message::Text(t.into()),
             TransportEvent::Binary(b) => Message::Binary(b),
             TransportEvent::Open => return client.handle_open(now, epoch),
             // Answered (or not) through `ping` above.

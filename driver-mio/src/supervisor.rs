@@ -41,7 +41,8 @@
 use crate::clock::{Clock, MonotonicClock};
 use crate::config::ClientConfig;
 use crate::error::{ClientId, Error};
-use crate::event::{ClientEvent, Handler, Message};
+use crate::event::{ClientEvent, Handler};
+use crate::message::Message;
 use crate::handle::{Command, Handle};
 use crate::resolve::Resolver;
 use crate::slot::{Ctx, Slot};
@@ -678,17 +679,14 @@ impl ClientSupervisor {
     pub fn send_binary(
         &mut self,
         id: ClientId,
-        data: impl Into<tungstenite::Bytes>,
+        data: impl Into<bytes::Bytes>,
     ) -> Result<(), Error> {
         self.send(id, tungstenite::Message::Binary(data.into()))
     }
 
     /// Send a [`Message`].
     pub fn send_message(&mut self, id: ClientId, message: Message) -> Result<(), Error> {
-        match message {
-            Message::Text(t) => self.send(id, tungstenite::Message::Text(t)),
-            Message::Binary(b) => self.send(id, tungstenite::Message::Binary(b)),
-        }
+        self.send(id, message.into_tungstenite())
     }
 
     fn send(&mut self, id: ClientId, msg: tungstenite::Message) -> Result<(), Error> {

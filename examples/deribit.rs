@@ -148,7 +148,7 @@ fn main() {
     );
 
     if args.json {
-        json_line(&connecting_json(&zenws_mio::url::redact(&args.url), &setup));
+        json_line(&connecting_json(&zenws_mio::redact_url(&args.url), &setup));
     }
     // Every event: its JSON line on stderr (with --json), its human line on stdout.
     let json = args.json;

@@ -777,7 +777,7 @@ fn push_json_str(out: &mut String, s: &str) {
 }
 
 /// The `--json` line announcing the session: `connecting` with the URL as
-/// given (pass it through [`zenws_mio::url::redact`]), the mode
+/// given (pass it through [`zenws_mio::redact_url`]), the mode
 /// (`authenticated` / `public`), the channels and whether
 /// cancel-on-disconnect is asked for. Never the credentials.
 pub fn connecting_json(shown_url: &str, setup: &DeribitSetup) -> String {

@@ -40,8 +40,6 @@ pub enum Error {
     HeartbeatFailed,
     /// No data message arrived within the idle timeout although the transport lived.
     IdleTimeout,
-    /// Our close frame was not answered within the close timeout.
-    CloseTimeout,
     /// The upgrade got a 5xx, 408 or 429 answer: the server is overloaded or restarting.
     UpgradeUnavailable {
         /// HTTP status code of the answer.
@@ -123,7 +121,6 @@ impl Error {
             Error::ClosedByPeer => "closed_by_peer",
             Error::HeartbeatFailed => "heartbeat_failed",
             Error::IdleTimeout => "idle_timeout",
-            Error::CloseTimeout => "close_timeout",
             Error::UpgradeUnavailable { .. } => "upgrade_unavailable",
             Error::InvalidUrl => "invalid_url",
             Error::TlsCertificate => "tls_certificate",
@@ -152,7 +149,6 @@ impl fmt::Display for Error {
             Error::ClosedByPeer => f.write_str("peer closed the connection (1000)"),
             Error::HeartbeatFailed => f.write_str("heartbeat failed: peer stopped answering"),
             Error::IdleTimeout => f.write_str("no data received within the idle timeout"),
-            Error::CloseTimeout => f.write_str("close handshake timed out"),
             Error::UpgradeUnavailable { status } => {
                 write!(f, "upgrade answered HTTP {status} (server unavailable)")
             }

@@ -1,7 +1,8 @@
 //! `Client`: one connection without a supervisor, driven by blocking calls.
 
 use crate::config::ClientConfig;
-use crate::error::{ClientId, Error};
+use crate::error::Error;
+use crate::id::ClientId;
 use crate::event::ClientEvent;
 use crate::message::Message;
 use crate::supervisor::ClientSupervisor;

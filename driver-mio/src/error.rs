@@ -1,27 +1,18 @@
 //! The driver's error type: what a call on the public API can fail with.
 
 use std::fmt;
+use crate::id::ClientId;
 use zenws_core::SendError;
-
-/// Identifies a client of a [`ClientSupervisor`](crate::ClientSupervisor).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClientId(pub u64);
-
-impl fmt::Display for ClientId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "client#{}", self.0)
-    }
-}
 
 /// A call on the driver failed. The loop and every other client keep running.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// The URL is not a valid `ws://` or `wss://` URL. It is kept
-    /// [redacted](crate::url::redact): no userinfo, no query.
+    /// [redacted](crate::redact_url): no userinfo, no query.
     InvalidUrl(String),
     /// The TLS configuration could not be built (unreadable or empty CA file).
-    TlsSetup(crate::tls::TlsSetupError),
+    TlsSetup(crate::TlsSetupError),
     /// No client with this id (never started, or already stopped and removed).
     UnknownClient(ClientId),
     /// A client with this id already exists (static children).
@@ -38,8 +29,6 @@ pub enum Error {
     InvalidConfig(String),
     /// An OS error setting up the event loop.
     Io(std::io::Error),
-    /// Waiting for an event timed out (the [`Client`](crate::Client) API).
-    Timeout,
 }
 
 impl fmt::Display for Error {
@@ -63,12 +52,22 @@ impl fmt::Display for Error {
             Error::Failed(reason, detail) => write!(f, "client failed: {reason} ({detail})"),
             Error::InvalidConfig(why) => write!(f, "invalid configuration: {why}"),
             Error::Io(e) => write!(f, "event loop I/O: {e}"),
-            Error::Timeout => f.write_str("timed out"),
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    /// The wrapped error: the I/O error, the TLS setup error (which has the
+    /// file's I/O error or rustls's error as its own source), the refused send.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::TlsSetup(e) => Some(e),
+            Error::Io(e) => Some(e),
+            Error::Send(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<SendError> for Error {
     fn from(e: SendError) -> Self {
@@ -79,5 +78,38 @@ impl From<SendError> for Error {
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         Error::Io(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn source_is_the_wrapped_error() {
+        let e = Error::from(std::io::Error::other("boom"));
+        assert_eq!(e.source().unwrap().to_string(), "boom");
+        let e = Error::from(SendError::QueueFull);
+        assert_eq!(e.source().unwrap().to_string(), SendError::QueueFull.to_string());
+        let e = Error::TlsSetup(crate::TlsSetupError::ReadCaFile {
+            path: "/x/ca.pem".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+        let tls = e.source().expect("the TLS setup error");
+        assert!(tls.to_string().contains("/x/ca.pem"), "{tls}");
+        assert!(tls.source().is_some(), "and its I/O error below it");
+        assert!(Error::UnknownClient(ClientId(1)).source().is_none());
+    }
+
+    #[test]
+    fn a_refused_send_shows_no_body() {
+        // A refused send hands the message back; its Debug shows no body.
+        let t = crate::transport::SendFailure::NotOpen(tungstenite::Message::text(
+            r#"{"params":{"client_secret":"body-secret"}}"#,
+        ));
+        let shown = format!("{t:?} {t}");
+        assert!(!shown.contains("body-secret"), "{shown}");
+        assert!(shown.contains("NotOpen"), "{shown}");
     }
 }

@@ -1,6 +1,6 @@
 //! What the driver tells the user.
 
-use crate::error::ClientId;
+use crate::id::ClientId;
 use crate::message::Message;
 use std::time::Duration;
 use zenws_core::session::Rejection;
@@ -8,7 +8,7 @@ use zenws_core::{Error as Reason, ExitReason};
 
 /// Lifecycle and data events, drained with
 /// [`ClientSupervisor::poll_event`](crate::ClientSupervisor::poll_event) or
-/// delivered to a [`Handler`].
+/// delivered to a [`Handler`](crate::Handler).
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum ClientEvent {
@@ -226,18 +226,5 @@ impl ClientEvent {
             | Failed { id, .. } => Some(*id),
             BudgetExhausted { .. } => None,
         }
-    }
-}
-
-/// Receives events as they happen, with the supervisor at hand to react
-/// (send, stop, start). Used by [`ClientSupervisor::run`](crate::ClientSupervisor::run).
-pub trait Handler {
-    /// One event.
-    fn on_event(&mut self, sup: &mut crate::ClientSupervisor, event: ClientEvent);
-}
-
-impl<F: FnMut(&mut crate::ClientSupervisor, ClientEvent)> Handler for F {
-    fn on_event(&mut self, sup: &mut crate::ClientSupervisor, event: ClientEvent) {
-        self(sup, event)
     }
 }

@@ -2,7 +2,8 @@
 //! and a `mio::Waker` wakes the loop. Results come back as events.
 
 use crate::config::ClientConfig;
-use crate::error::{ClientId, Error};
+use crate::error::Error;
+use crate::id::ClientId;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 

@@ -88,7 +88,7 @@ impl Resolve for SystemResolver {
 /// certificate is still verified against the URL's host name.
 ///
 /// ```
-/// use zenws_mio::resolve::{PinnedResolver, Resolve};
+/// use zenws_mio::{PinnedResolver, Resolve};
 /// let r = PinnedResolver::new().pin("feed.example", "10.0.0.7:9443".parse().unwrap());
 /// assert_eq!(r.lookup_now("Feed.Example", 443), Some(vec!["10.0.0.7:9443".parse().unwrap()]));
 /// assert_eq!(r.lookup_now("other.example", 443), None);
@@ -309,7 +309,8 @@ impl Resolver {
         pool.queued.retain(|j| !j.waiters.is_empty());
     }
 
-    /// Lookups queued or running (for tests and metrics).
+    /// Lookups queued or running (for tests).
+    #[cfg(test)]
     pub fn pending(&self) -> usize {
         let pool = self.shared.lock();
         pool.queued.len() + pool.running.len()

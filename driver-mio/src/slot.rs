@@ -7,7 +7,7 @@
 
 use crate::config::ClientConfig;
 use crate::dial::Dial;
-use crate::error::ClientId;
+use crate::id::ClientId;
 use crate::event::ClientEvent;
 use crate::message::Message;
 use crate::resolve::Resolver;

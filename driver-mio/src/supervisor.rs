@@ -40,8 +40,9 @@
 
 use crate::clock::{Clock, MonotonicClock};
 use crate::config::ClientConfig;
-use crate::error::{ClientId, Error};
-use crate::event::{ClientEvent, Handler};
+use crate::error::Error;
+use crate::event::ClientEvent;
+use crate::id::ClientId;
 use crate::message::Message;
 use crate::handle::{Command, Handle};
 use crate::resolve::Resolver;
@@ -104,6 +105,19 @@ impl Hasher for IdHasher {
 }
 
 type IdMap = HashMap<ClientId, usize, BuildHasherDefault<IdHasher>>;
+
+/// Receives events as they happen, with the supervisor at hand to react
+/// (send, stop, start). Used by [`ClientSupervisor::run`].
+pub trait Handler {
+    /// One event.
+    fn on_event(&mut self, sup: &mut ClientSupervisor, event: ClientEvent);
+}
+
+impl<F: FnMut(&mut ClientSupervisor, ClientEvent)> Handler for F {
+    fn on_event(&mut self, sup: &mut ClientSupervisor, event: ClientEvent) {
+        self(sup, event)
+    }
+}
 
 /// Bytes each queued event is charged on top of its payload (the queue
 /// entry plus allocator bookkeeping) in the inbound bounds

@@ -14,6 +14,8 @@
 //! cargo build --release --example bench
 //! target/release/examples/bench --url ws://127.0.0.1:9003/ --conns 100 --mode pingpong
 //! target/release/examples/bench --url wss://127.0.0.1:PORT/ --ca-file ca.pem --conns 1000 --mode idle
+//! cargo build --profile profiling --example bench   # same code with line tables (perf, callgrind):
+//!                                                   # target/profiling/examples/bench
 //! ```
 //!
 //! Extra flags: `--ca-file PEM` (wss://), `--ping-interval SECS` (0 = no

@@ -33,10 +33,10 @@ ulimit -n 65536 2>/dev/null || ulimit -n 20000
 log() { printf '==> %s\n' "$*" >&2; }
 has() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
-log "build our bench (release)"
-(cd "$ROOT" && cargo build --release --example bench --example tls_echo_peer 2>&1 | tail -n 2 >&2)
-OURS=$ROOT/target/release/examples/bench
-PEER_TLS=$ROOT/target/release/examples/tls_echo_peer
+log "build our bench (profile profiling: release code with line tables, for perf)"
+(cd "$ROOT" && cargo build --profile profiling --example bench --example tls_echo_peer 2>&1 | tail -n 2 >&2)
+OURS=$ROOT/target/profiling/examples/bench
+PEER_TLS=$ROOT/target/profiling/examples/tls_echo_peer
 
 log "baselines (scripts/bench/baselines, release, --locked; the first build takes minutes)"
 cargo build --release --locked --manifest-path "$BASELINES/Cargo.toml" --target-dir "$BASE_TARGET" 2>&1 | tail -n 2 >&2

@@ -23,13 +23,13 @@ cargo build -p zenws-core --no-default-features --target thumbv7em-none-eabihf
 # crates with the locked dependencies, on that exact toolchain (installed once, minimal
 # profile; its build cache is target/msrv).
 MSRV="$(sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' Cargo.toml | head -1)"
-step "MSRV $MSRV: zenws-core and zenws-mio build with Rust $MSRV (--locked)"
+step "MSRV $MSRV: zenws-core, zenws-mio and the zenws CLI build with Rust $MSRV (--locked)"
 if ! rustup run "$MSRV" rustc --version >/dev/null 2>&1; then
   rustup toolchain install "$MSRV" --profile minimal
 fi
 rustup target add --toolchain "$MSRV" thumbv7em-none-eabihf >/dev/null 2>&1 \
   || rustup target add --toolchain "$MSRV" thumbv7em-none-eabihf
-cargo +"$MSRV" check --locked --target-dir target/msrv -p zenws-core -p zenws-mio
+cargo +"$MSRV" check --locked --target-dir target/msrv -p zenws-core -p zenws-mio -p zenws
 cargo +"$MSRV" check --locked --target-dir target/msrv -p zenws-core --no-default-features --target thumbv7em-none-eabihf
 
 step "the publishable crates package, and build from their packaged sources"
@@ -38,7 +38,7 @@ step "the publishable crates package, and build from their packaged sources"
 # the code changes): drop those stale copies of our own crates first.
 rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/zenws-core-* \
        "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/zenws-mio-*
-cargo package -p zenws-core -p zenws-mio --allow-dirty --quiet
+cargo package -p zenws-core -p zenws-mio -p zenws --allow-dirty --quiet
 
 step "documentation builds without warnings (every feature, as on docs.rs)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features

@@ -43,8 +43,8 @@ Set RUST_LOG=debug (or error|warn|info|trace) for driver logs on stderr.";
     after_help = AFTER
 )]
 pub struct Cli {
-    /// ws://host[:port]/path or wss://...
-    #[arg(value_name = "URL")]
+    // (help text as attributes: brackets in doc comments read as rustdoc links)
+    #[arg(value_name = "URL", help = "ws://host[:port]/path or wss://...")]
     pub url: String,
 
     /// At stdin EOF keep running until the peer closes, --max-messages or a signal
@@ -103,8 +103,13 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub restart_window: u64,
 
-    /// none | ping:INTERVAL_MS[:TIMEOUT_MS] | deribit:INTERVAL_S
-    #[arg(long, value_name = "SPEC", default_value = "ping:15000:10000", value_parser = parse_heartbeat)]
+    #[arg(
+        long,
+        value_name = "SPEC",
+        default_value = "ping:15000:10000",
+        value_parser = parse_heartbeat,
+        help = "none | ping:INTERVAL_MS[:TIMEOUT_MS] | deribit:INTERVAL_S"
+    )]
     pub heartbeat: HeartbeatConfig,
 
     /// Consecutive heartbeat misses that declare the peer dead

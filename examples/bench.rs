@@ -448,13 +448,10 @@ fn client_config(a: &Args) -> ClientConfig {
     let mut c = ClientConfig::default();
     c.connection.heartbeat = if a.ping_interval > 0.0 {
         let interval = Duration::from_secs_f64(a.ping_interval);
-        HeartbeatConfig {
-            strategy: Strategy::Ping {
-                interval,
-                timeout: interval,
-            },
-            ..HeartbeatConfig::default()
-        }
+        HeartbeatConfig::default().with_strategy(Strategy::Ping {
+            interval,
+            timeout: interval,
+        })
     } else {
         HeartbeatConfig::none()
     };

@@ -113,10 +113,9 @@ fn main() {
     }
     // Give up on a client only after its own retries, then restart it once a
     // second at most: 10 restarts a minute before the supervisor escalates.
-    let mut sup = ClientSupervisor::with_config(SupervisorConfig {
-        restart_delay: Duration::from_secs(1),
-        ..SupervisorConfig::default()
-    })
+    let mut sup = ClientSupervisor::with_config(
+        SupervisorConfig::default().with_restart_delay(Duration::from_secs(1)),
+    )
     .unwrap_or_else(|e| {
         eprintln!("event loop: {e}");
         std::process::exit(1)

@@ -20,7 +20,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use zenws_core::exchange::deribit::Deribit;
@@ -142,12 +141,10 @@ impl DeribitSetup {
     /// restart), Deribit's credit limit. Retry, TLS roots and the rest keep
     /// their defaults; adjust the returned value as needed.
     pub fn client_config(&self) -> ClientConfig {
-        let mut c = ClientConfig {
-            protocol: Some(Arc::new(self.protocol())),
-            subscriptions: self.channels(),
-            ..ClientConfig::default()
-        };
-        c.connection.heartbeat = HeartbeatConfig::deribit(self.heartbeat_secs);
+        let mut c = ClientConfig::default()
+            .protocol(self.protocol())
+            .with_heartbeat(HeartbeatConfig::deribit(self.heartbeat_secs));
+        c.subscriptions = self.channels();
         c.connection.rate_limit = self.rate_limit.then(RateLimit::deribit);
         c
     }

@@ -192,13 +192,11 @@ fn client_config() -> ClientConfig {
     let mut c = ClientConfig::default();
     c.connection.heartbeat =
         HeartbeatConfig::ping(Duration::from_millis(200), Duration::from_millis(150));
-    c.connection.retry = RetryPolicy {
-        retry_count: RetryCount::Limited(5),
-        retry_delay: Duration::from_millis(100),
-        max_backoff: Duration::from_millis(500),
-        reset_after: Duration::from_millis(300),
-        ..RetryPolicy::default()
-    };
+    c.connection.retry = RetryPolicy::default()
+        .with_retry_count(RetryCount::Limited(5))
+        .with_retry_delay(Duration::from_millis(100))
+        .with_max_backoff(Duration::from_millis(500))
+        .with_reset_after(Duration::from_millis(300));
     c.connection.connect_timeout = Duration::from_secs(2);
     c
 }
@@ -300,13 +298,14 @@ fn main() {
     );
     let mut budget_sup = Sup {
         tag: "sup2",
-        sup: ClientSupervisor::with_config(SupervisorConfig {
-            intensity: RestartIntensity {
-                max_restarts: 3,
-                max_seconds: Duration::from_secs(10),
-            },
-            restart_delay: Duration::from_millis(50),
-        })
+        sup: ClientSupervisor::with_config(
+            SupervisorConfig::default()
+                .with_intensity(RestartIntensity {
+                    max_restarts: 3,
+                    max_seconds: Duration::from_secs(10),
+                })
+                .with_restart_delay(Duration::from_millis(50)),
+        )
         .expect("supervisor"),
         names: HashMap::new(),
     };

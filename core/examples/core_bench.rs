@@ -53,10 +53,7 @@ fn open(config: ConnectionConfig) -> Connection {
 }
 
 fn no_heartbeat() -> ConnectionConfig {
-    ConnectionConfig {
-        heartbeat: HeartbeatConfig::none(),
-        ..ConnectionConfig::default()
-    }
+    ConnectionConfig::default().with_heartbeat(HeartbeatConfig::none())
 }
 
 fn main() {
@@ -81,10 +78,7 @@ fn main() {
     results.push(("handle_message_64B", ns));
 
     // The same with the Deribit heartbeat: every message is JSON-scanned.
-    let mut c = open(ConnectionConfig {
-        heartbeat: HeartbeatConfig::deribit(10),
-        ..ConnectionConfig::default()
-    });
+    let mut c = open(ConnectionConfig::default().with_heartbeat(HeartbeatConfig::deribit(10)));
     let ns = measure(N, |i| {
         // Advance virtual time slowly (1 ns per message): no deadline fires.
         let d = c.handle_message(Instant::from_nanos(i), black_box(1), black_box(&MSG[..]));
@@ -95,10 +89,12 @@ fn main() {
 
     // A heartbeat tick: the ping deadline fires, the ping goes out, its pong
     // comes back (handle_timeout + poll_action + handle_pong).
-    let mut c = open(ConnectionConfig {
-        heartbeat: HeartbeatConfig::ping(Duration::from_millis(100), Duration::from_millis(50)),
-        ..ConnectionConfig::default()
-    });
+    let mut c = open(
+        ConnectionConfig::default().with_heartbeat(HeartbeatConfig::ping(
+            Duration::from_millis(100),
+            Duration::from_millis(50),
+        )),
+    );
     let ns = measure(N / 2, |_| {
         let t = c.poll_timeout().unwrap();
         c.handle_timeout(t);
@@ -114,10 +110,7 @@ fn main() {
     results.push(("heartbeat_tick", ns));
 
     // handle_send admission through a flat token bucket (never empty: 1 per µs refill).
-    let mut c = open(ConnectionConfig {
-        rate_limit: Some(RateLimit::flat(1_000_000, 1_000)),
-        ..no_heartbeat()
-    });
+    let mut c = open(no_heartbeat().with_rate_limit(Some(RateLimit::flat(1_000_000, 1_000))));
     let ns = measure(N, |i| {
         let r = c.handle_send(Instant::from_nanos(i * 1_000), black_box(&MSG[..]), 0);
         debug_assert!(r.is_ok());
@@ -126,10 +119,7 @@ fn main() {
     results.push(("handle_send_ratelimited_flat", ns));
 
     // The same with Deribit's credit model (the cost function scans the JSON).
-    let mut c = open(ConnectionConfig {
-        rate_limit: Some(RateLimit::deribit()),
-        ..no_heartbeat()
-    });
+    let mut c = open(no_heartbeat().with_rate_limit(Some(RateLimit::deribit())));
     let ns = measure(N, |i| {
         // 50 ms per send: always within Deribit's 20 requests/s.
         let r = c.handle_send(Instant::from_millis(i * 50), black_box(&MSG[..]), 0);

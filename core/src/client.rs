@@ -42,7 +42,7 @@
 //! use zenws_core::session::{SessionConfig, SessionEvent};
 //! use zenws_core::{Action, ConnectionConfig, Delivery, HeartbeatConfig, Instant};
 //!
-//! let config = ConnectionConfig { heartbeat: HeartbeatConfig::none(), ..Default::default() };
+//! let config = ConnectionConfig::default().with_heartbeat(HeartbeatConfig::none());
 //! let deribit = Deribit::with_credentials("id", "secret").unwrap();
 //! let mut client: Client<Deribit> = Client::new(config, SessionConfig::default(), deribit);
 //! client.subscribe("trades.BTC-PERPETUAL.raw").unwrap();
@@ -130,6 +130,7 @@ fn stored<T>(t: T) -> Stored<T> {
 /// What a [`Client`] tells the application: the connection's lifecycle
 /// events and the session's.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ClientEvent {
     /// Lifecycle: connecting, opened, disconnected, reconnecting,
     /// heartbeat, exited.

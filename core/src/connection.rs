@@ -32,7 +32,26 @@ use heapless::Deque;
 pub type Epoch = u32;
 
 /// Everything one connection's decisions depend on.
+///
+/// Built from [`Default`] with the chainable `with_*` methods (the struct is
+/// `#[non_exhaustive]`: a field added later breaks nobody); the fields stay
+/// public for reading and for changing one in place.
+///
+/// ```
+/// use core::time::Duration;
+/// use zenws_core::retry::{RetryCount, RetryPolicy};
+/// use zenws_core::{ConnectionConfig, HeartbeatConfig};
+///
+/// const CONFIG: ConnectionConfig = ConnectionConfig::DEFAULT
+///     .with_heartbeat(HeartbeatConfig::ping(Duration::from_secs(5), Duration::from_secs(3)))
+///     .with_retry(RetryPolicy::DEFAULT.with_retry_count(RetryCount::Infinite))
+///     .with_idle_timeout(Some(Duration::from_secs(30)));
+/// let mut config = ConnectionConfig::default().with_connect_timeout(Duration::from_secs(2));
+/// config.seed = 7; // or set a field in place
+/// # let _ = (CONFIG, config);
+/// ```
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct ConnectionConfig {
     /// TCP + TLS + upgrade must finish within this (default 5 s).
     pub connect_timeout: Duration,
@@ -58,22 +77,91 @@ pub struct ConnectionConfig {
 
 impl Default for ConnectionConfig {
     fn default() -> Self {
-        ConnectionConfig {
-            connect_timeout: Duration::from_secs(5),
-            close_timeout: Duration::from_secs(2),
-            retry: RetryPolicy::default(),
-            heartbeat: HeartbeatConfig::default(),
-            idle_timeout: None,
-            max_message_size: 16 << 20,
-            max_pending_bytes: 4 << 20,
-            rate_limit: None,
-            seed: 0x5eed,
-        }
+        Self::DEFAULT
+    }
+}
+
+impl ConnectionConfig {
+    /// The defaults, usable in `const` context (same as [`Default`]).
+    pub const DEFAULT: ConnectionConfig = ConnectionConfig {
+        connect_timeout: Duration::from_secs(5),
+        close_timeout: Duration::from_secs(2),
+        retry: RetryPolicy::DEFAULT,
+        heartbeat: HeartbeatConfig::DEFAULT,
+        idle_timeout: None,
+        max_message_size: 16 << 20,
+        max_pending_bytes: 4 << 20,
+        rate_limit: None,
+        seed: 0x5eed,
+    };
+
+    /// Set [`connect_timeout`](Self::connect_timeout).
+    #[must_use]
+    pub const fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Set [`close_timeout`](Self::close_timeout).
+    #[must_use]
+    pub const fn with_close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Set the reconnect policy ([`retry`](Self::retry)).
+    #[must_use]
+    pub const fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Set the liveness checks ([`heartbeat`](Self::heartbeat)).
+    #[must_use]
+    pub const fn with_heartbeat(mut self, heartbeat: HeartbeatConfig) -> Self {
+        self.heartbeat = heartbeat;
+        self
+    }
+
+    /// Set [`idle_timeout`](Self::idle_timeout) (`None`: off).
+    #[must_use]
+    pub const fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Set [`max_message_size`](Self::max_message_size).
+    #[must_use]
+    pub const fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Set [`max_pending_bytes`](Self::max_pending_bytes).
+    #[must_use]
+    pub const fn with_max_pending_bytes(mut self, bytes: usize) -> Self {
+        self.max_pending_bytes = bytes;
+        self
+    }
+
+    /// Set the outbound rate limit ([`rate_limit`](Self::rate_limit); `None`: off).
+    #[must_use]
+    pub const fn with_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limit = limit;
+        self
+    }
+
+    /// Set the jitter [`seed`](Self::seed).
+    #[must_use]
+    pub const fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
     }
 }
 
 /// Socket work for the driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Action {
     /// Open a new socket (resolve, TCP, TLS, upgrade) for this epoch, then
     /// report [`Connection::handle_open`] or [`Connection::handle_error`].
@@ -108,6 +196,7 @@ pub enum Action {
 
 /// What to tell the user.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// A connection attempt started.
     Connecting {
@@ -168,6 +257,7 @@ pub enum Delivery {
 
 /// The lifecycle state (see the module diagram).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum State {
     /// Not started.
     Idle,
@@ -220,11 +310,10 @@ const EVENTS: usize = 8;
 /// };
 ///
 /// let ms = Duration::from_millis;
-/// let mut conn = Connection::new(ConnectionConfig {
-///     // ping every 100 ms, 50 ms to answer, dead after 2 misses in a row
-///     heartbeat: HeartbeatConfig::ping(ms(100), ms(50)),
-///     ..ConnectionConfig::default()
-/// });
+/// // ping every 100 ms, 50 ms to answer, dead after 2 misses in a row
+/// let mut conn = Connection::new(
+///     ConnectionConfig::default().with_heartbeat(HeartbeatConfig::ping(ms(100), ms(50))),
+/// );
 /// let t0 = Instant::from_millis(1_000);
 /// conn.connect(t0);
 /// assert_eq!(conn.poll_action(), Some(Action::Connect { epoch: 1 }));

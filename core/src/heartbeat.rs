@@ -59,8 +59,15 @@ pub enum Strategy {
     },
 }
 
-/// Heartbeat configuration.
+/// Heartbeat configuration: a [`Strategy`] and a failure threshold.
+///
+/// Built with [`HeartbeatConfig::ping`], [`deribit`](HeartbeatConfig::deribit),
+/// [`none`](HeartbeatConfig::none) or [`new`](HeartbeatConfig::new) (any
+/// strategy, e.g. [`Strategy::Custom`]), then
+/// [`with_failure_threshold`](HeartbeatConfig::with_failure_threshold)
+/// (`#[non_exhaustive]`: a field added later breaks nobody).
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct HeartbeatConfig {
     /// The strategy.
     pub strategy: Strategy,
@@ -71,17 +78,38 @@ pub struct HeartbeatConfig {
 impl Default for HeartbeatConfig {
     /// Ping every 15 s, 10 s pong timeout, dead after 2 misses.
     fn default() -> Self {
-        HeartbeatConfig {
-            strategy: Strategy::Ping {
-                interval: Duration::from_secs(15),
-                timeout: Duration::from_secs(10),
-            },
-            failure_threshold: 2,
-        }
+        Self::DEFAULT
     }
 }
 
 impl HeartbeatConfig {
+    /// The default (ping every 15 s, 10 s pong timeout, dead after 2
+    /// misses), usable in `const` context.
+    pub const DEFAULT: HeartbeatConfig =
+        HeartbeatConfig::ping(Duration::from_secs(15), Duration::from_secs(10));
+
+    /// This strategy, dead after 2 misses.
+    pub const fn new(strategy: Strategy) -> Self {
+        HeartbeatConfig {
+            strategy,
+            failure_threshold: 2,
+        }
+    }
+
+    /// Set the strategy.
+    #[must_use]
+    pub const fn with_strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// Set the consecutive misses that declare the peer dead (minimum 1).
+    #[must_use]
+    pub const fn with_failure_threshold(mut self, misses: u32) -> Self {
+        self.failure_threshold = misses;
+        self
+    }
+
     /// No heartbeat.
     pub const fn none() -> Self {
         HeartbeatConfig {

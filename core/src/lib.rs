@@ -87,11 +87,11 @@
 //!     SendError, State,
 //! };
 //!
-//! let mut conn = Connection::new(ConnectionConfig {
-//!     heartbeat: HeartbeatConfig::none(),
-//!     retry: RetryPolicy { jitter: Jitter::None, ..RetryPolicy::default() },
-//!     ..ConnectionConfig::default()
-//! });
+//! let mut conn = Connection::new(
+//!     ConnectionConfig::default()
+//!         .with_heartbeat(HeartbeatConfig::none())
+//!         .with_retry(RetryPolicy::default().with_jitter(Jitter::None)),
+//! );
 //! let mut now = Instant::ZERO; // virtual time: nothing reads a clock
 //!
 //! // The driver's half: carry out actions. Here "opening a socket" succeeds
@@ -106,6 +106,7 @@
 //!             }
 //!             Action::Send { frame, .. } => drop(frame.encode()), // write it
 //!             Action::Close { .. } | Action::Abort { .. } => {}   // close the socket
+//!             _ => {} // `Action` is non_exhaustive: a newer core may ask for more
 //!         }
 //!     }
 //!     std::iter::from_fn(|| conn.poll_event()).collect()

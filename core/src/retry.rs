@@ -81,10 +81,11 @@ impl Default for Jitter {
 /// assert_eq!(p.base_delay(0), Duration::from_secs(1));
 /// assert_eq!(p.base_delay(3), Duration::from_secs(8));
 /// assert_eq!(p.base_delay(10), Duration::from_secs(30)); // capped
-/// let steady = RetryPolicy { jitter: Jitter::None, multiplier: 1, ..p };
+/// let steady = p.with_jitter(Jitter::None).with_multiplier(1);
 /// assert_eq!(steady.base_delay(10), Duration::from_secs(1));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Retries per outage (default `Limited(3)`).
     pub retry_count: RetryCount,
@@ -103,14 +104,61 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy {
-            retry_count: RetryCount::default(),
-            retry_delay: Duration::from_millis(1000),
-            multiplier: 2,
-            max_backoff: Duration::from_secs(30),
-            jitter: Jitter::default(),
-            reset_after: Duration::from_secs(10),
-        }
+        Self::DEFAULT
+    }
+}
+
+impl RetryPolicy {
+    /// The defaults, usable in `const` context (same as [`Default`]).
+    pub const DEFAULT: RetryPolicy = RetryPolicy {
+        retry_count: RetryCount::Limited(3),
+        retry_delay: Duration::from_millis(1000),
+        multiplier: 2,
+        max_backoff: Duration::from_secs(30),
+        jitter: Jitter::Proportional { permille: 200 },
+        reset_after: Duration::from_secs(10),
+    };
+
+    /// Set [`retry_count`](Self::retry_count).
+    #[must_use]
+    pub const fn with_retry_count(mut self, count: RetryCount) -> Self {
+        self.retry_count = count;
+        self
+    }
+
+    /// Set [`retry_delay`](Self::retry_delay).
+    #[must_use]
+    pub const fn with_retry_delay(mut self, delay: Duration) -> Self {
+        self.retry_delay = delay;
+        self
+    }
+
+    /// Set [`multiplier`](Self::multiplier).
+    #[must_use]
+    pub const fn with_multiplier(mut self, multiplier: u32) -> Self {
+        self.multiplier = multiplier;
+        self
+    }
+
+    /// Set [`max_backoff`](Self::max_backoff).
+    #[must_use]
+    pub const fn with_max_backoff(mut self, max: Duration) -> Self {
+        self.max_backoff = max;
+        self
+    }
+
+    /// Set [`jitter`](Self::jitter).
+    #[must_use]
+    pub const fn with_jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Set [`reset_after`](Self::reset_after).
+    #[must_use]
+    pub const fn with_reset_after(mut self, after: Duration) -> Self {
+        self.reset_after = after;
+        self
     }
 }
 
@@ -181,7 +229,7 @@ const NOT_OPEN: Instant = Instant::NEVER;
 /// use zenws_core::retry::{Backoff, Jitter, RetryPolicy};
 /// use zenws_core::Instant;
 /// use core::time::Duration;
-/// let policy = RetryPolicy { jitter: Jitter::None, ..RetryPolicy::default() };
+/// let policy = RetryPolicy::default().with_jitter(Jitter::None);
 /// let mut b = Backoff::new(7);
 /// let t = Instant::from_millis(0);
 /// assert_eq!(b.on_failure(t, &policy), Some(Duration::from_secs(1)));

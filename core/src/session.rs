@@ -66,8 +66,10 @@ pub enum Restore {
     Off,
 }
 
-/// Session configuration.
+/// Session configuration: [`Default`] plus the chainable `with_*` methods
+/// (`#[non_exhaustive]`: a field added later breaks nobody).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SessionConfig {
     /// Subscription restoration policy.
     pub restore: Restore,
@@ -87,14 +89,61 @@ pub struct SessionConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        SessionConfig {
-            restore: Restore::Auto,
-            batch_size: 20,
-            pacing: Duration::ZERO,
-            request_timeout: Duration::from_secs(30),
-            refresh_margin: Duration::from_secs(60),
-            retry_delay: Duration::from_millis(500),
-        }
+        Self::DEFAULT
+    }
+}
+
+impl SessionConfig {
+    /// The defaults, usable in `const` context (same as [`Default`]).
+    pub const DEFAULT: SessionConfig = SessionConfig {
+        restore: Restore::Auto,
+        batch_size: 20,
+        pacing: Duration::ZERO,
+        request_timeout: Duration::from_secs(30),
+        refresh_margin: Duration::from_secs(60),
+        retry_delay: Duration::from_millis(500),
+    };
+
+    /// Set [`restore`](Self::restore).
+    #[must_use]
+    pub const fn with_restore(mut self, restore: Restore) -> Self {
+        self.restore = restore;
+        self
+    }
+
+    /// Set [`batch_size`](Self::batch_size).
+    #[must_use]
+    pub const fn with_batch_size(mut self, channels: usize) -> Self {
+        self.batch_size = channels;
+        self
+    }
+
+    /// Set [`pacing`](Self::pacing).
+    #[must_use]
+    pub const fn with_pacing(mut self, pacing: Duration) -> Self {
+        self.pacing = pacing;
+        self
+    }
+
+    /// Set [`request_timeout`](Self::request_timeout).
+    #[must_use]
+    pub const fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Set [`refresh_margin`](Self::refresh_margin).
+    #[must_use]
+    pub const fn with_refresh_margin(mut self, margin: Duration) -> Self {
+        self.refresh_margin = margin;
+        self
+    }
+
+    /// Set [`retry_delay`](Self::retry_delay).
+    #[must_use]
+    pub const fn with_retry_delay(mut self, delay: Duration) -> Self {
+        self.retry_delay = delay;
+        self
     }
 }
 
@@ -134,6 +183,7 @@ impl fmt::Display for RpcError {
 
 /// What the session tells the user.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SessionEvent {
     /// Authentication succeeded on this socket.
     Authenticated {

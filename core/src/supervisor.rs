@@ -74,6 +74,16 @@ pub struct RestartIntensity {
     pub max_seconds: Duration,
 }
 
+impl RestartIntensity {
+    /// At most `max_restarts` restarts within `max_seconds`.
+    pub const fn new(max_restarts: u32, max_seconds: Duration) -> Self {
+        RestartIntensity {
+            max_restarts,
+            max_seconds,
+        }
+    }
+}
+
 impl Default for RestartIntensity {
     fn default() -> Self {
         RestartIntensity {
@@ -83,8 +93,20 @@ impl Default for RestartIntensity {
     }
 }
 
-/// Supervisor configuration.
+/// Supervisor configuration: [`Default`] plus
+/// [`with_intensity`](SupervisorConfig::with_intensity) and
+/// [`with_restart_delay`](SupervisorConfig::with_restart_delay)
+/// (`#[non_exhaustive]`: a field added later breaks nobody).
+///
+/// ```
+/// use core::time::Duration;
+/// use zenws_core::supervisor::{RestartIntensity, SupervisorConfig};
+/// let config = SupervisorConfig::default()
+///     .with_intensity(RestartIntensity::new(3, Duration::from_secs(10)));
+/// assert_eq!(config.intensity.max_restarts, 3);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct SupervisorConfig {
     /// The restart budget (default 10 in 60 s).
     pub intensity: RestartIntensity,
@@ -92,6 +114,22 @@ pub struct SupervisorConfig {
     /// child's own retry ladder already spaces out reconnects; this only
     /// spaces out restarts of children that gave up.
     pub restart_delay: Duration,
+}
+
+impl SupervisorConfig {
+    /// Set the restart budget ([`intensity`](Self::intensity)).
+    #[must_use]
+    pub const fn with_intensity(mut self, intensity: RestartIntensity) -> Self {
+        self.intensity = intensity;
+        self
+    }
+
+    /// Set [`restart_delay`](Self::restart_delay).
+    #[must_use]
+    pub const fn with_restart_delay(mut self, delay: Duration) -> Self {
+        self.restart_delay = delay;
+        self
+    }
 }
 
 /// What the driver should do about an exited child.

@@ -50,16 +50,15 @@ fn retry_policy() -> impl Strategy<Value = RetryPolicy> {
         jitter(),
         0u64..20_000,
     )
-        .prop_map(
-            |(retry_count, delay, multiplier, max, jitter, reset)| RetryPolicy {
-                retry_count,
-                retry_delay: ms(delay),
-                multiplier,
-                max_backoff: ms(max),
-                jitter,
-                reset_after: ms(reset),
-            },
-        )
+        .prop_map(|(retry_count, delay, multiplier, max, jitter, reset)| {
+            RetryPolicy::default()
+                .with_retry_count(retry_count)
+                .with_retry_delay(ms(delay))
+                .with_multiplier(multiplier)
+                .with_max_backoff(ms(max))
+                .with_jitter(jitter)
+                .with_reset_after(ms(reset))
+        })
 }
 
 fn drain(c: &mut Connection) -> (Vec<Action>, Vec<Event>) {
@@ -112,19 +111,11 @@ proptest! {
         ops in proptest::collection::vec((0usize..3, child_op(), 0u64..3_000), 0..300),
     ) {
         let window = ms(window_ms);
-        let mut sup: Supervisor<16> = Supervisor::new(SupervisorConfig {
-            intensity: RestartIntensity { max_restarts, max_seconds: window },
-            restart_delay: Duration::ZERO,
-        }).unwrap();
+        let mut sup: Supervisor<16> = Supervisor::new(SupervisorConfig::default().with_intensity(RestartIntensity { max_restarts, max_seconds: window }).with_restart_delay(Duration::ZERO)).unwrap();
         let mut now = T0;
         let mut kids: Vec<Connection> = (0..3u64)
             .map(|i| {
-                let mut c = Connection::new(ConnectionConfig {
-                    heartbeat: HeartbeatConfig::none(),
-                    retry: RetryPolicy { retry_count: RetryCount::Limited(1), ..RetryPolicy::default() },
-                    seed: i,
-                    ..ConnectionConfig::default()
-                });
+                let mut c = Connection::new(ConnectionConfig::default().with_heartbeat(HeartbeatConfig::none()).with_retry(RetryPolicy::default().with_retry_count(RetryCount::Limited(1))).with_seed(i));
                 c.connect(now);
                 c
             })
@@ -219,12 +210,7 @@ proptest! {
     ) {
         let hi = retry.max_backoff;
         let lo = retry.retry_delay.min(hi);
-        let mut c = Connection::new(ConnectionConfig {
-            heartbeat: HeartbeatConfig::none(),
-            retry,
-            seed,
-            ..ConnectionConfig::default()
-        });
+        let mut c = Connection::new(ConnectionConfig::default().with_heartbeat(HeartbeatConfig::none()).with_retry(retry).with_seed(seed));
         let mut now = T0;
         c.connect(now);
         drain(&mut c);
@@ -286,10 +272,9 @@ fn heartbeat(kind: Kind, interval_ms: u64, timeout_ms: u64, threshold: u32) -> H
             is_reply: is_pong,
         },
     };
-    HeartbeatConfig {
-        strategy,
-        failure_threshold: threshold,
-    }
+    HeartbeatConfig::default()
+        .with_strategy(strategy)
+        .with_failure_threshold(threshold)
 }
 
 /// What the simulated peer delivers to the client.
@@ -308,10 +293,7 @@ fn silent_peer(
     silent_after: u64,
     rtt_cap: u64,
 ) -> Result<(Instant, Instant), TestCaseError> {
-    let mut c = Connection::new(ConnectionConfig {
-        heartbeat: hb,
-        ..ConnectionConfig::default()
-    });
+    let mut c = Connection::new(ConnectionConfig::default().with_heartbeat(hb));
     let mut now = T0;
     c.connect(now);
     c.handle_open(now, 1);
@@ -526,17 +508,12 @@ enum Out {
 /// The whole per-client machine (connection, session, Deribit protocol)
 /// driven in the documented call order.
 fn run(kind: Kind, seed: u64, inputs: &[Input]) -> Vec<Out> {
-    let config = ConnectionConfig {
-        heartbeat: heartbeat(kind, 500, 200, 2),
-        retry: RetryPolicy {
-            retry_count: RetryCount::Limited(4),
-            ..RetryPolicy::default()
-        },
-        idle_timeout: Some(ms(30_000)),
-        rate_limit: Some(RateLimit::flat(5, 3)),
-        seed,
-        ..ConnectionConfig::default()
-    };
+    let config = ConnectionConfig::default()
+        .with_heartbeat(heartbeat(kind, 500, 200, 2))
+        .with_retry(RetryPolicy::default().with_retry_count(RetryCount::Limited(4)))
+        .with_idle_timeout(Some(ms(30_000)))
+        .with_rate_limit(Some(RateLimit::flat(5, 3)))
+        .with_seed(seed);
     let deribit = Deribit::with_credentials("id", "secret").unwrap();
     let mut c: Client<Deribit, 4, 16, 4> = Client::new(config, SessionConfig::default(), deribit);
     c.subscribe("trades").unwrap();

@@ -167,10 +167,8 @@ fn regression_seeds() {
 #[test]
 fn auth_timeout_is_not_a_rejection() {
     let deribit = Deribit::with_credentials("id", "secret").unwrap();
-    let mut s: Session = Session::new(SessionConfig {
-        request_timeout: Duration::from_secs(5),
-        ..SessionConfig::default()
-    });
+    let mut s: Session =
+        Session::new(SessionConfig::default().with_request_timeout(Duration::from_secs(5)));
     s.on_open(Instant::ZERO, 1, &deribit);
     assert!(s
         .poll_transmit(Instant::ZERO, &deribit, &mut String::new())

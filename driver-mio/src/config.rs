@@ -4,9 +4,10 @@ use crate::tls::TlsRoots;
 use std::fmt;
 use std::sync::Arc;
 use zenws_core::exchange::Protocol;
+use zenws_core::retry::RetryPolicy;
 use zenws_core::session::SessionConfig;
 use zenws_core::supervisor::RestartType;
-use zenws_core::ConnectionConfig;
+use zenws_core::{ConnectionConfig, HeartbeatConfig};
 
 /// Everything about one client except its URL.
 ///
@@ -20,7 +21,26 @@ use zenws_core::ConnectionConfig;
 /// received events wait per client (see [`ClientConfig::inbound_queue_limit`]).
 ///
 /// Header values are secrets (tokens, API keys): `Debug` prints only names.
+///
+/// Built from [`Default`] with chainable methods (the struct is
+/// `#[non_exhaustive]`: a field added later breaks nobody); the fields stay
+/// public for reading and for changing one in place:
+///
+/// ```
+/// use std::time::Duration;
+/// use zenws_mio::core::retry::{RetryCount, RetryPolicy};
+/// use zenws_mio::core::HeartbeatConfig;
+/// use zenws_mio::ClientConfig;
+///
+/// let mut config = ClientConfig::default()
+///     .with_heartbeat(HeartbeatConfig::ping(Duration::from_secs(5), Duration::from_secs(3)))
+///     .with_retry(RetryPolicy::default().with_retry_count(RetryCount::Infinite))
+///     .header("Authorization", "Bearer t0k3n")
+///     .subscribe("trades.BTC-PERPETUAL.raw");
+/// config.connection.connect_timeout = Duration::from_secs(2); // in place
+/// ```
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// The core's lifecycle, retry, heartbeat, limits and rate limit.
     pub connection: ConnectionConfig,
@@ -85,25 +105,86 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
+    /// Set the core's lifecycle, retry, heartbeat, limits and rate limit
+    /// ([`connection`](Self::connection)).
+    #[must_use]
+    pub fn with_connection(mut self, connection: ConnectionConfig) -> Self {
+        self.connection = connection;
+        self
+    }
+
+    /// Set the heartbeat (`connection.heartbeat`).
+    #[must_use]
+    pub fn with_heartbeat(mut self, heartbeat: HeartbeatConfig) -> Self {
+        self.connection.heartbeat = heartbeat;
+        self
+    }
+
+    /// Set the reconnect policy (`connection.retry`).
+    #[must_use]
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.connection.retry = retry;
+        self
+    }
+
+    /// Set the session layer's configuration ([`session`](Self::session)).
+    #[must_use]
+    pub fn with_session(mut self, session: SessionConfig) -> Self {
+        self.session = session;
+        self
+    }
+
+    /// Set the CA roots for `wss://` ([`tls`](Self::tls)).
+    #[must_use]
+    pub fn with_tls(mut self, tls: TlsRoots) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Set the restart type under a supervisor ([`restart`](Self::restart)).
+    #[must_use]
+    pub fn with_restart(mut self, restart: RestartType) -> Self {
+        self.restart = restart;
+        self
+    }
+
+    /// Set [`inbound_queue_limit`](Self::inbound_queue_limit).
+    #[must_use]
+    pub fn with_inbound_queue_limit(mut self, bytes: usize) -> Self {
+        self.inbound_queue_limit = bytes;
+        self
+    }
+
+    /// Set [`read_budget`](Self::read_budget).
+    #[must_use]
+    pub fn with_read_budget(mut self, bytes: usize) -> Self {
+        self.read_budget = bytes;
+        self
+    }
+
     /// Add an upgrade header.
+    #[must_use]
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
     }
 
     /// Run the session with this exchange protocol.
+    #[must_use]
     pub fn protocol(mut self, protocol: impl Protocol + Send + Sync + 'static) -> Self {
         self.protocol = Some(Arc::new(protocol));
         self
     }
 
     /// Track `channel`: subscribed after every open.
+    #[must_use]
     pub fn subscribe(mut self, channel: impl Into<String>) -> Self {
         self.subscriptions.push(channel.into());
         self
     }
 
     /// Trust the CA certificates in this PEM file for `wss://`.
+    #[must_use]
     pub fn ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.tls = TlsRoots::CaFile(path.into());
         self

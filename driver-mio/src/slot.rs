@@ -7,8 +7,8 @@
 
 use crate::config::ClientConfig;
 use crate::dial::Dial;
-use crate::id::ClientId;
 use crate::event::ClientEvent;
+use crate::id::ClientId;
 use crate::message::Message;
 use crate::resolve::Resolver;
 use crate::supervisor::{Inbox, Owner};
@@ -165,8 +165,17 @@ impl Core<'_> {
                         *self.exit = Some(reason);
                         None
                     }
+                    // `Event` is non_exhaustive: a newer core may say more.
+                    other => {
+                        log::debug!("{id}: core event not reported: {other:?}");
+                        None
+                    }
                 },
                 CoreEvent::Session(e) => self.session_event(e),
+                other => {
+                    log::debug!("{id}: core event not reported: {other:?}");
+                    None
+                }
             };
             if let Some(ev) = out {
                 events.push(self.owner, ev);
@@ -244,6 +253,11 @@ impl Core<'_> {
                 ClientEvent::RequestTimedOut { id, request: r }
             }
             SessionEvent::RequestFailed { id: r } => ClientEvent::RequestFailed { id, request: r },
+            // `SessionEvent` is non_exhaustive: a newer core may say more.
+            other => {
+                log::debug!("{id}: session event not reported: {other:?}");
+                return None;
+            }
         })
     }
 }

@@ -16,6 +16,7 @@ use rustls_pki_types::pem::PemObject;
 
 /// Which certificate authorities a `wss://` connection trusts.
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub enum TlsRoots {
     /// The Mozilla root set compiled in by `webpki-roots` (the default).
     #[default]

@@ -14,13 +14,12 @@ use zenws_mio::{ClientEvent, ClientId, ClientSupervisor, Error};
 use zenws_tests::{Behavior, EchoServer, FaultProxy, MisbehavingServer, ProxyMode};
 
 fn budget(max_restarts: u32) -> SupervisorConfig {
-    SupervisorConfig {
-        intensity: RestartIntensity {
+    SupervisorConfig::default()
+        .with_intensity(RestartIntensity {
             max_restarts,
             max_seconds: Duration::from_secs(60),
-        },
-        restart_delay: Duration::ZERO,
-    }
+        })
+        .with_restart_delay(Duration::ZERO)
 }
 
 fn budget_exhausted(ev: &[ClientEvent]) -> Vec<(u32, Duration)> {

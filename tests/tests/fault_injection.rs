@@ -254,13 +254,12 @@ fn half_open_detected_by_deribit_heartbeat() {
     let mut sup = ClientSupervisor::new().unwrap();
     sup.set_clock(Box::new(clock.clone()));
     let mut cfg = resilient();
-    cfg.connection.heartbeat = HeartbeatConfig {
-        strategy: Strategy::Deribit {
+    cfg.connection.heartbeat = HeartbeatConfig::default()
+        .with_strategy(Strategy::Deribit {
             interval_secs: 10,
             grace: Duration::from_secs(1),
-        },
-        failure_threshold: 2,
-    };
+        })
+        .with_failure_threshold(2);
     let id = sup.start_client(&proxy.url("/ws/api/v2"), cfg).unwrap();
     run_until(&mut sup, 10, |_, ev| opened(ev, id) == 1);
     let tests_answered = |n: usize| server.count_method("public/test") >= n;
@@ -326,13 +325,12 @@ fn half_open_detected_by_deribit_heartbeat() {
 }
 
 fn budget(max_restarts: u32) -> SupervisorConfig {
-    SupervisorConfig {
-        intensity: RestartIntensity {
+    SupervisorConfig::default()
+        .with_intensity(RestartIntensity {
             max_restarts,
             max_seconds: Duration::from_secs(60),
-        },
-        restart_delay: Duration::ZERO,
-    }
+        })
+        .with_restart_delay(Duration::ZERO)
 }
 
 /// A flapping path (the proxy accepts and closes every connection) in front
@@ -505,10 +503,7 @@ fn slow_server_backpressure_is_bounded() {
 /// path is clean.
 fn garbage(tls: bool) {
     let s = setup(tls, resilient());
-    let cfg = SupervisorConfig {
-        restart_delay: Duration::from_millis(100),
-        ..budget(10)
-    };
+    let cfg = budget(10).with_restart_delay(Duration::from_millis(100));
     let mut sup = ClientSupervisor::with_config(cfg).unwrap();
     let transient = sup.start_client(&s.url, s.cfg.clone()).unwrap();
     let mut perm = s.cfg.clone();

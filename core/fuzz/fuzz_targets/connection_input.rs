@@ -19,13 +19,13 @@
 
 use core::time::Duration;
 use libfuzzer_sys::fuzz_target;
+use zenws_core::client::{Client, ClientEvent};
 use zenws_core::error::{Error, SendError};
+use zenws_core::exchange::deribit::Deribit;
 use zenws_core::frame::{Frame, FrameKind};
 use zenws_core::heartbeat::{HeartbeatConfig, Strategy};
 use zenws_core::ratelimit::RateLimit;
 use zenws_core::retry::{Jitter, RetryCount, RetryPolicy};
-use zenws_core::client::{Client, ClientEvent};
-use zenws_core::exchange::deribit::Deribit;
 use zenws_core::session::{SessionConfig, SessionEvent};
 use zenws_core::{Action, ConnectionConfig, Delivery, Event, HealthStatus, Instant, State};
 
@@ -118,35 +118,36 @@ fn config(b: &mut Bytes) -> ConnectionConfig {
         },
     };
     let flags = b.u8();
-    ConnectionConfig {
-        connect_timeout: ms(u64::from(b.u8()) * 20),
-        close_timeout: ms(u64::from(b.u8()) * 20),
-        retry: RetryPolicy {
-            retry_count: match b.u8() % 5 {
-                4 => RetryCount::Infinite,
-                n => RetryCount::Limited(u32::from(n)),
-            },
-            retry_delay: ms(u64::from(b.u8()) * 10),
-            multiplier: u32::from(b.u8() % 4),
-            max_backoff: ms(u64::from(b.u16())),
-            jitter: match b.u8() % 4 {
-                0 => Jitter::None,
-                1 => Jitter::Full,
-                2 => Jitter::Equal,
-                _ => Jitter::Proportional { permille: 200 },
-            },
-            reset_after: ms(u64::from(b.u16())),
-        },
-        heartbeat: HeartbeatConfig {
-            strategy,
-            failure_threshold,
-        },
-        idle_timeout: (flags & 1 != 0).then(|| ms(u64::from(b.u16()))),
-        max_message_size: usize::from(b.u8()),
-        max_pending_bytes: usize::from(b.u16()),
-        rate_limit: (flags & 2 != 0).then(|| RateLimit::flat(u32::from(b.u8()), 3)),
-        seed: u64::from(b.u16()),
-    }
+    ConnectionConfig::default()
+        .with_connect_timeout(ms(u64::from(b.u8()) * 20))
+        .with_close_timeout(ms(u64::from(b.u8()) * 20))
+        .with_retry(
+            RetryPolicy::default()
+                .with_retry_count(match b.u8() % 5 {
+                    4 => RetryCount::Infinite,
+                    n => RetryCount::Limited(u32::from(n)),
+                })
+                .with_retry_delay(ms(u64::from(b.u8()) * 10))
+                .with_multiplier(u32::from(b.u8() % 4))
+                .with_max_backoff(ms(u64::from(b.u16())))
+                .with_jitter(match b.u8() % 4 {
+                    0 => Jitter::None,
+                    1 => Jitter::Full,
+                    2 => Jitter::Equal,
+                    _ => Jitter::Proportional { permille: 200 },
+                })
+                .with_reset_after(ms(u64::from(b.u16()))),
+        )
+        .with_heartbeat(
+            HeartbeatConfig::default()
+                .with_strategy(strategy)
+                .with_failure_threshold(failure_threshold),
+        )
+        .with_idle_timeout((flags & 1 != 0).then(|| ms(u64::from(b.u16()))))
+        .with_max_message_size(usize::from(b.u8()))
+        .with_max_pending_bytes(usize::from(b.u16()))
+        .with_rate_limit((flags & 2 != 0).then(|| RateLimit::flat(u32::from(b.u8()), 3)))
+        .with_seed(u64::from(b.u16()))
 }
 
 struct Harness {
@@ -185,6 +186,7 @@ impl Harness {
                 Action::Close { epoch, .. } | Action::Abort { epoch, .. } => {
                     self.shut = Some(epoch);
                 }
+                _ => panic!("an action this harness does not know: {a:?}"),
             }
             // In order, every action names the socket of the latest Connect
             // (a restart emits `Abort` of the old socket, then `Connect`).
@@ -193,6 +195,7 @@ impl Harness {
                 | Action::Send { epoch, .. }
                 | Action::Close { epoch, .. }
                 | Action::Abort { epoch, .. } => epoch,
+                _ => unreachable!(),
             };
             assert_eq!(epoch, self.last_connect, "action for a non-current epoch");
         }
@@ -205,7 +208,10 @@ impl Harness {
             assert!(self.client.is_open(), "transmit while not open");
             assert_eq!(t.epoch, self.client.epoch(), "transmit for another socket");
             assert_ne!(self.shut, Some(t.epoch), "transmit after close/abort");
-            assert!(zenws_core::json::scan(out.as_bytes()).is_ok(), "transmit is not JSON");
+            assert!(
+                zenws_core::json::scan(out.as_bytes()).is_ok(),
+                "transmit is not JSON"
+            );
             out.clear();
         }
         while let Some(e) = self.client.poll_event() {
@@ -248,14 +254,12 @@ impl Harness {
 fuzz_target!(|data: &[u8]| {
     let mut b = Bytes { data, pos: 0 };
     let cfg = config(&mut b);
-    let session_cfg = SessionConfig {
-        batch_size: usize::from(b.u8() % 3),
-        pacing: Duration::from_millis(u64::from(b.u8())),
-        request_timeout: Duration::from_millis(u64::from(b.u16())),
-        refresh_margin: Duration::from_millis(u64::from(b.u16())),
-        retry_delay: Duration::from_millis(u64::from(b.u8())),
-        ..SessionConfig::default()
-    };
+    let session_cfg = SessionConfig::default()
+        .with_batch_size(usize::from(b.u8() % 3))
+        .with_pacing(Duration::from_millis(u64::from(b.u8())))
+        .with_request_timeout(Duration::from_millis(u64::from(b.u16())))
+        .with_refresh_margin(Duration::from_millis(u64::from(b.u16())))
+        .with_retry_delay(Duration::from_millis(u64::from(b.u8())));
     let flags = b.u8();
     let protocol = if flags & 1 == 1 {
         Deribit::with_credentials("id", "secret")

@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use zenws_core::retry::RetryCount;
-use zenws_mio::{PinnedResolver, Resolve};
 use zenws_mio::{ClientEvent, ClientSupervisor, Error, TlsRoots};
+use zenws_mio::{PinnedResolver, Resolve};
 use zenws_tests::{EchoOptions, EchoServer, TestPki};
 
 /// Answers every name with 127.0.0.1, but only once the test released that

@@ -2,8 +2,8 @@
 
 use crate::config::ClientConfig;
 use crate::error::Error;
-use crate::id::ClientId;
 use crate::event::ClientEvent;
+use crate::id::ClientId;
 use crate::message::Message;
 use crate::supervisor::ClientSupervisor;
 use std::collections::VecDeque;

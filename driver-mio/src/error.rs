@@ -1,7 +1,7 @@
 //! The driver's error type: what a call on the public API can fail with.
 
-use std::fmt;
 use crate::id::ClientId;
+use std::fmt;
 use zenws_core::SendError;
 
 /// A call on the driver failed. The loop and every other client keep running.
@@ -91,7 +91,10 @@ mod tests {
         let e = Error::from(std::io::Error::other("boom"));
         assert_eq!(e.source().unwrap().to_string(), "boom");
         let e = Error::from(SendError::QueueFull);
-        assert_eq!(e.source().unwrap().to_string(), SendError::QueueFull.to_string());
+        assert_eq!(
+            e.source().unwrap().to_string(),
+            SendError::QueueFull.to_string()
+        );
         let e = Error::TlsSetup(crate::TlsSetupError::ReadCaFile {
             path: "/x/ca.pem".into(),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),

@@ -145,7 +145,12 @@ impl DeribitSetup {
             .protocol(self.protocol())
             .with_heartbeat(HeartbeatConfig::deribit(self.heartbeat_secs));
         c.subscriptions = self.channels();
-        c.connection.rate_limit = self.rate_limit.then(RateLimit::deribit);
+        // `None` would mean "the protocol's" (Deribit's published limits).
+        c.connection.rate_limit = Some(if self.rate_limit {
+            RateLimit::deribit()
+        } else {
+            RateLimit::unlimited()
+        });
         c
     }
 }

@@ -271,6 +271,11 @@ impl<P: Protocol, const SUBS: usize, const CHAN: usize, const REQS: usize>
 
     /// A supervisor restart: a fresh incarnation connecting at `at`.
     pub fn restart(&mut self, now: Instant, at: Instant) {
+        // The socket (if any) is dropped: the session forgets its requests
+        // on it and fails the user's (`RequestFailed`).
+        if let Some(s) = self.session.as_deref_mut() {
+            s.on_disconnect();
+        }
         self.conn.restart(now, at);
         self.settle(now);
     }
@@ -342,36 +347,39 @@ impl<P: Protocol, const SUBS: usize, const CHAN: usize, const REQS: usize>
     /// session's own requests are [`Delivery::Consumed`].
     pub fn handle_message(&mut self, now: Instant, epoch: Epoch, data: &[u8]) -> Delivery {
         let mut d = self.conn.handle_message(now, epoch, data);
-        match d {
-            Delivery::Deliver => {
-                if let Some(s) = self.session.as_deref_mut() {
-                    if s.on_message(now, data, &self.protocol) {
-                        d = Delivery::Consumed;
-                    }
-                }
+        if d == Delivery::Stale {
+            return d;
+        }
+        // A rate-limit answer holds the client whoever asked (a raw request,
+        // the heartbeat's own): without a session yet, one is made to read
+        // it, so the hold and the `RateLimited` event are the same as with
+        // one. Only clients with a rate limit look (a plain WebSocket never
+        // scans its data for errors).
+        if self.session.is_none()
+            && self.conn.config().rate_limit.is_some()
+            && self.rate_limit_answer(data)
+        {
+            self.session_mut();
+        }
+        if let Some(s) = self.session.as_deref_mut() {
+            // Answers to the session's own requests are consumed (they may
+            // carry tokens); heartbeat answers were consumed already.
+            if s.on_message(now, data, &self.protocol) && d == Delivery::Deliver {
+                d = Delivery::Consumed;
             }
-            // The heartbeat's own requests (Deribit `set_heartbeat`,
-            // `public/test`) are charged too: a rate-limit answer to one of
-            // them holds the client like any other (Deribit closes the
-            // session next; reconnecting at once burns the next window).
-            Delivery::Consumed => match self.session.as_deref_mut() {
-                Some(s) => {
-                    let _ = s.on_message(now, data, &self.protocol);
-                }
-                None => {
-                    let code = crate::json::scan(data).ok().and_then(|v| v.error_code);
-                    if code.is_some_and(|c| {
-                        self.protocol.classify(c) == crate::exchange::ErrorClass::RateLimited
-                    }) {
-                        let wait = self.conn.throttle(now);
-                        log::debug!("zenws-core: rate limited by the server, holding {wait:?}");
-                    }
-                }
-            },
-            Delivery::Stale => {}
         }
         self.settle(now);
         d
+    }
+
+    fn rate_limit_answer(&self, data: &[u8]) -> bool {
+        data.windows(7).any(|w| w == b"\"error\"")
+            && crate::json::scan(data)
+                .ok()
+                .and_then(|v| v.error_code)
+                .is_some_and(|c| {
+                    self.protocol.classify(c) == crate::exchange::ErrorClass::RateLimited
+                })
     }
 
     /// A pong arrived on `epoch`.

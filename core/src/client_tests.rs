@@ -809,3 +809,65 @@ fn rate_limit_answer_to_the_heartbeat_setup_throttles_too() {
         );
     }
 }
+
+// ------------------------------------------------- review regressions ----
+
+#[test]
+fn a_rate_limit_answer_without_a_session_holds_the_client_too() {
+    // A public client with no subscriptions has no session until it needs
+    // one: a 10028 answering a raw request still holds it and is reported.
+    let mut c: Client<Deribit> = Client::new(config(), SessionConfig::default(), Deribit::public());
+    let (epoch, _) = open(&mut c, t(0));
+    assert!(c.session().is_none());
+    let (_, o) = answer(&mut c, t(0), epoch, &err(7, 10028));
+    assert!(
+        o.session()
+            .contains(&SessionEvent::RateLimited { code: 10028 }),
+        "{o:?}"
+    );
+    let query = br#"{"jsonrpc":"2.0","id":8,"method":"public/get_time"}"#;
+    assert!(matches!(
+        c.handle_send(t(0), query, 0),
+        Err(SendError::RateLimited { .. })
+    ));
+}
+
+#[test]
+fn restart_on_a_live_socket_fails_its_requests_and_forgets_its_auth() {
+    let session = SessionConfig {
+        request_timeout: secs(5),
+        ..SessionConfig::default()
+    };
+    let mut c: Client<Deribit> = Client::new(config(), session, creds());
+    let (epoch, _) = open(&mut c, t(0));
+    c.track_request(t(0), 42).unwrap();
+    c.restart(t(100), t(100));
+    let o = pump(&mut c, t(100));
+    assert!(
+        o.session()
+            .contains(&SessionEvent::RequestFailed { id: 42 }),
+        "{o:?}"
+    );
+    // The old socket's auth deadline (5 s) never fires on the new one.
+    let Some(Action::Connect { epoch: e2 }) = o
+        .actions
+        .iter()
+        .copied()
+        .find(|a| matches!(a, Action::Connect { .. }))
+    else {
+        panic!("{o:?}")
+    };
+    assert!(e2 > epoch);
+    c.handle_open(t(200), e2);
+    let o = pump(&mut c, t(200));
+    let auth = o.sent.first().expect("auth on the new socket").0.id;
+    let (_, _) = answer(&mut c, t(300), e2, &ok(auth, TOKENS));
+    let o = run_until(&mut c, t(6_000));
+    assert!(
+        !o.session()
+            .iter()
+            .any(|e| matches!(e, SessionEvent::AuthTimedOut { .. })),
+        "{o:?}"
+    );
+    assert_eq!(c.state(), State::Open);
+}

@@ -224,6 +224,24 @@ impl RateLimit {
         }
     }
 
+    /// No limit at all: every message costs nothing. For a client whose
+    /// protocol has a published limit ([`Protocol::rate_limit`]) that it
+    /// must not apply (`ConnectionConfig::rate_limit: None` means "the
+    /// protocol's").
+    ///
+    /// [`Protocol::rate_limit`]: crate::exchange::Protocol::rate_limit
+    pub fn unlimited() -> Self {
+        fn free(_: &[u8]) -> Costs {
+            [0, 0, 0]
+        }
+        RateLimit {
+            capacity: 0,
+            refill_per_sec: 0,
+            cost: free,
+            classes: [None, None],
+        }
+    }
+
     /// A full shared pool of this shape.
     pub fn bucket(&self) -> TokenBucket {
         TokenBucket::new(self.capacity, self.refill_per_sec)

@@ -1419,3 +1419,125 @@ fn debug_never_shows_tokens() {
     assert!(!shown.contains("REFRESH-tok"), "{shown}");
     assert!(!shown.contains("ACCESS-tok"), "{shown}");
 }
+
+// ------------------------------------------------- review regressions ----
+
+#[test]
+fn unsubscribing_while_the_subscribe_is_in_flight_unsubscribes_if_granted() {
+    let d = Deribit::public();
+    let mut s: S = Session::new(SessionConfig::default());
+    s.subscribe("a.100ms").unwrap();
+    s.subscribe("b.100ms").unwrap();
+    s.on_open(t(0), 1, &d);
+    let (sub, _) = tx(&mut s, t(0), &d).expect("subscribe");
+    assert!(s.unsubscribe("a.100ms"));
+    assert!(!s.unsubscribe("a.100ms"), "already let go");
+    assert_eq!(s.channels().collect::<Vec<_>>(), ["b.100ms"]);
+    // The server grants both: `a` must be unsubscribed, `b` kept.
+    assert!(s.on_message(t(1), ok(sub.id, r#"["a.100ms","b.100ms"]"#).as_bytes(), &d));
+    let out = all_tx(&mut s, t(1), &d);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].0.kind, TransmitKind::Unsubscribe(1));
+    assert!(
+        out[0]
+            .1
+            .contains(r#""public/unsubscribe","params":{"channels":["a.100ms"]}"#),
+        "{}",
+        out[0].1
+    );
+    assert_eq!(s.granted().collect::<Vec<_>>(), ["b.100ms"]);
+    assert!(s.on_message(t(2), ok(out[0].0.id, r#"["a.100ms"]"#).as_bytes(), &d));
+    assert_eq!(s.channels().collect::<Vec<_>>(), ["b.100ms"]);
+    assert!(all_tx(&mut s, t(3), &d).is_empty());
+}
+
+#[test]
+fn unsubscribing_while_in_flight_and_refused_just_drops_it() {
+    let d = Deribit::public();
+    let mut s: S = Session::new(SessionConfig::default());
+    s.subscribe("a.100ms").unwrap();
+    s.on_open(t(0), 1, &d);
+    let (sub, _) = tx(&mut s, t(0), &d).expect("subscribe");
+    assert!(s.unsubscribe("a.100ms"));
+    assert!(s.on_message(t(1), ok(sub.id, "[]").as_bytes(), &d));
+    assert!(
+        all_tx(&mut s, t(1), &d).is_empty(),
+        "nothing to unsubscribe"
+    );
+    assert_eq!(s.channel_count(), 0);
+    // Taken back before the answer: it stays, and is confirmed.
+    s.subscribe("c.100ms").unwrap();
+    let (sub, _) = tx(&mut s, t(2), &d).expect("subscribe c");
+    assert!(s.unsubscribe("c.100ms"));
+    s.subscribe("c.100ms").unwrap();
+    assert!(s.on_message(t(3), ok(sub.id, r#"["c.100ms"]"#).as_bytes(), &d));
+    assert_eq!(s.granted().collect::<Vec<_>>(), ["c.100ms"]);
+    assert!(all_tx(&mut s, t(3), &d).is_empty());
+}
+
+#[test]
+fn a_rejected_channel_subscribed_again_is_asked_again() {
+    let d = Deribit::public();
+    let mut s: S = Session::new(SessionConfig::default());
+    s.subscribe("a.100ms").unwrap();
+    s.on_open(t(0), 1, &d);
+    let (sub, _) = tx(&mut s, t(0), &d).unwrap();
+    s.on_message(t(1), ok(sub.id, "[]").as_bytes(), &d);
+    events(&mut s);
+    s.subscribe("a.100ms").unwrap();
+    let out = all_tx(&mut s, t(2), &d);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].0.kind, TransmitKind::Subscribe(1));
+}
+
+#[test]
+fn many_rate_limit_answers_in_one_input_make_one_event_and_one_hold() {
+    let d = Deribit::public();
+    let mut s: S = Session::new(SessionConfig::default());
+    s.on_open(t(0), 1, &d);
+    for k in 0..40 {
+        s.on_message(t(0), err(SESSION_ID_BASE + 100 + k, 10028).as_bytes(), &d);
+    }
+    assert_eq!(signals(&mut s), [Signal::Throttle]);
+    let e = events(&mut s);
+    assert_eq!(
+        e.iter()
+            .filter(|e| matches!(e, SessionEvent::RateLimited { .. }))
+            .count(),
+        1,
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_zero_token_lifetime_does_not_make_a_refresh_storm() {
+    let p = creds();
+    let mut s: S = Session::new(SessionConfig::default());
+    s.on_open(t(0), 1, &p);
+    let (a, _) = tx(&mut s, t(0), &p).unwrap();
+    s.on_message(
+        t(0),
+        ok(a.id, r#"{"refresh_token":"R","expires_in":0}"#).as_bytes(),
+        &p,
+    );
+    assert_eq!(s.refresh_at(), Some(t(0) + MIN_REFRESH_DELAY));
+    let mut refreshes = 0;
+    let mut now = t(0);
+    while now < t(10_000) {
+        for (r, _) in all_tx(&mut s, now, &p) {
+            if matches!(r.kind, TransmitKind::Authenticate { .. }) {
+                refreshes += 1;
+                s.on_message(
+                    now,
+                    ok(r.id, r#"{"refresh_token":"R","expires_in":0}"#).as_bytes(),
+                    &p,
+                );
+            }
+        }
+        now = now + ms(100);
+    }
+    assert!(
+        (9..=11).contains(&refreshes),
+        "{refreshes} refreshes in 10 s"
+    );
+}

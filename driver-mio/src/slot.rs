@@ -109,9 +109,13 @@ impl EventSink for Sink<'_> {
                 return;
             }
         };
-        if client.handle_message(now, epoch, message.as_bytes()) == Delivery::Deliver {
-            // Lifecycle (Opened) and session events this read caused come first.
-            self.slot.emit(self.events);
+        let delivery = client.handle_message(now, epoch, message.as_bytes());
+        // Drained after every message, as the machine's call order says:
+        // lifecycle (Opened) and session events come before the message, and
+        // a read full of answers the machine consumes (session answers,
+        // heartbeat replies) never piles up in its bounded queues.
+        self.slot.emit(self.events);
+        if delivery == Delivery::Deliver {
             let ev = ClientEvent::Message {
                 id: self.slot.id,
                 message,

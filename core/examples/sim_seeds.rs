@@ -56,9 +56,20 @@ fn add(total: &mut SimReport, r: &SimReport) {
         cod_acks,
         cod_errors,
         cod_ignored,
-        test_request_closes
+        test_request_closes,
+        unsubscribes,
+        unsubscribe_ignored,
+        unsubscribe_errors
     );
     total.faults = f;
+    let (a, b) = (&mut total.actions, r.actions);
+    a.subscribes += b.subscribes;
+    a.resubscribes += b.resubscribes;
+    a.resubscribes_leaving += b.resubscribes_leaving;
+    a.unsubscribes += b.unsubscribes;
+    a.unsubscribes_in_flight += b.unsubscribes_in_flight;
+    a.unsubscribes_granted += b.unsubscribes_granted;
+    a.quiet_checks += b.quiet_checks;
 }
 
 fn env(name: &str) -> Option<u64> {
@@ -208,6 +219,13 @@ fn main() {
         .map(|(name, n)| format!("{name} {n}"))
         .collect();
     println!("server faults drawn: {}", faults.join(", "));
+    let actions: Vec<String> = t
+        .actions
+        .named()
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    println!("user subscription actions: {}", actions.join(", "));
     if failed.load(Ordering::Relaxed) {
         std::process::exit(1);
     }

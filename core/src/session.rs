@@ -541,14 +541,23 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
     pub fn subscribe(&mut self, channel: &str) -> Result<(), SubscribeError> {
         if let Some(c) = self.channels.iter_mut().find(|c| c.name == channel) {
             match c.state {
-                // Subscribed again before the unsubscribe went out (or was
-                // answered), or after it was refused: ask (again).
+                // Subscribed again before the unsubscribe went out: it is
+                // still subscribed on the server (asking again would be a
+                // second subscribe, and a refused one would leave it there
+                // unseen): keep it.
+                ChanState::Leaving(0) => c.state = ChanState::Granted,
+                // Subscribed again while the unsubscribe is in flight (the
+                // server drops it first), or after it was refused: ask (again).
                 ChanState::Leaving(_) | ChanState::Rejected { .. } => {
                     c.state = ChanState::Idle;
                     self.kick();
                 }
-                // Taken back before its subscribe was answered.
-                ChanState::Abandoned(id) => c.state = ChanState::InFlight(id),
+                // Taken back before its subscribe was answered: confirmed
+                // (or retried) from that answer, like any runtime subscribe.
+                ChanState::Abandoned(id) => {
+                    c.state = ChanState::InFlight(id);
+                    self.kick();
+                }
                 _ => {}
             }
             return Ok(());
@@ -1195,9 +1204,25 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
                 }
                 self.check_restored();
             }
-            Own::Unsubscribe => {
-                self.channels.retain(|c| c.state != ChanState::Leaving(id));
-            }
+            Own::Unsubscribe => match error.map(|c| protocol.classify(c)) {
+                // Busy or rate limited: still subscribed on the server, so
+                // the unsubscribe is asked again after a delay.
+                Some(class) if class != ErrorClass::Fatal => {
+                    for c in self.channels.iter_mut() {
+                        if c.state == ChanState::Leaving(id) {
+                            c.state = ChanState::Leaving(0);
+                        }
+                    }
+                    let delay = self.retry;
+                    self.retry = self.retry.saturating_mul(2).min(Duration::from_secs(30));
+                    if let Phase::Subscribing { at } = self.phase {
+                        self.phase = Phase::Subscribing {
+                            at: at.max(now + delay),
+                        };
+                    }
+                }
+                _ => self.channels.retain(|c| c.state != ChanState::Leaving(id)),
+            },
         }
     }
 

@@ -1097,17 +1097,16 @@ fn unsubscribe_while_down_is_immediate_and_resubscribe_while_leaving_keeps_it() 
     let (b, text) = tx(&mut s, t(0), &d).unwrap();
     grant_all(&mut s, t(0), &d, &b, &text);
     events(&mut s);
-    // Leave, then change one's mind before the unsubscribe goes out.
+    // Leave, then change one's mind before the unsubscribe goes out: it
+    // is still subscribed on the server, so nothing is sent at all.
     assert!(s.unsubscribe("b.2.100ms"));
     s.subscribe("b.2.100ms").unwrap();
-    let sent = all_tx(&mut s, t(1), &d);
-    assert_eq!(sent.len(), 1);
-    assert_eq!(
-        sent[0].0.kind,
-        TransmitKind::Subscribe(1),
-        "subscribed again, not unsubscribed"
+    assert!(
+        all_tx(&mut s, t(1), &d).is_empty(),
+        "neither unsubscribed nor asked again"
     );
     assert_eq!(s.channels().collect::<Vec<_>>(), ["b.2.100ms"]);
+    assert_eq!(s.granted().collect::<Vec<_>>(), ["b.2.100ms"]);
 }
 
 #[test]
@@ -1539,5 +1538,125 @@ fn a_zero_token_lifetime_does_not_make_a_refresh_storm() {
     assert!(
         (9..=11).contains(&refreshes),
         "{refreshes} refreshes in 10 s"
+    );
+}
+
+/// Found by the simulation (runtime subscribe / unsubscribe): a channel
+/// let go while its subscribe was in flight, granted by the answer (so an
+/// unsubscribe is due), then subscribed again before that unsubscribe went
+/// out was asked for again — a second subscribe for a channel the server
+/// still had (and, refused, it would have stayed there unseen). It is
+/// simply kept: granted, nothing sent.
+#[test]
+fn taken_back_before_its_unsubscribe_goes_out_stays_granted_without_a_request() {
+    let d = Deribit::public();
+    let mut s: S = Session::new(SessionConfig {
+        pacing: ms(100),
+        ..SessionConfig::default()
+    });
+    s.subscribe("a.100ms").unwrap();
+    s.on_open(t(0), 1, &d);
+    let (sub, _) = tx(&mut s, t(0), &d).expect("subscribe");
+    assert!(s.unsubscribe("a.100ms"), "let go while in flight");
+    assert!(s.on_message(t(10), ok(sub.id, r#"["a.100ms"]"#).as_bytes(), &d));
+    events(&mut s);
+    // The unsubscribe waits for the pacing; the user takes it back first.
+    assert!(tx(&mut s, t(20), &d).is_none(), "paced");
+    s.subscribe("a.100ms").unwrap();
+    assert!(
+        all_tx(&mut s, t(200), &d).is_empty(),
+        "no request either way"
+    );
+    assert_eq!(s.granted().collect::<Vec<_>>(), ["a.100ms"]);
+    assert_eq!(s.channels().collect::<Vec<_>>(), ["a.100ms"]);
+    // And it can still be let go normally.
+    assert!(s.unsubscribe("a.100ms"));
+    let (u, text) = tx(&mut s, t(300), &d).expect("unsubscribe");
+    assert_eq!(u.kind, TransmitKind::Unsubscribe(1));
+    assert!(text.contains(r#"["a.100ms"]"#), "{text}");
+}
+
+/// Found by the simulation: an unsubscribe answered with a transient error
+/// (Deribit 10040 "retry") dropped the channel from the set although the
+/// server still had it subscribed (and kept streaming it). It is asked
+/// again after the retry delay; a fatal error still drops it.
+#[test]
+fn transient_unsubscribe_error_is_retried_not_dropped() {
+    let d = Deribit::public();
+    let mut s: S = Session::new(SessionConfig {
+        retry_delay: ms(500),
+        ..SessionConfig::default()
+    });
+    s.subscribe("a.100ms").unwrap();
+    s.subscribe("b.100ms").unwrap();
+    s.on_open(t(0), 1, &d);
+    let (sub, text) = tx(&mut s, t(0), &d).unwrap();
+    grant_all(&mut s, t(0), &d, &sub, &text);
+    events(&mut s);
+    assert!(s.unsubscribe("a.100ms"));
+    let (u, _) = tx(&mut s, t(10), &d).expect("unsubscribe");
+    assert!(s.on_message(t(20), err(u.id, 10040).as_bytes(), &d));
+    assert!(events(&mut s).is_empty());
+    assert_eq!(s.channel(0), Some("a.100ms"), "still being let go");
+    assert!(
+        tx(&mut s, t(100), &d).is_none(),
+        "not before the retry delay"
+    );
+    assert_eq!(s.poll_timeout(), Some(t(520)));
+    let (u2, text) = tx(&mut s, t(520), &d).expect("asked again");
+    assert_eq!(u2.kind, TransmitKind::Unsubscribe(1));
+    assert!(text.contains(r#"["a.100ms"]"#), "{text}");
+    assert!(s.on_message(t(530), ok(u2.id, r#"["a.100ms"]"#).as_bytes(), &d));
+    assert_eq!(s.channels().collect::<Vec<_>>(), ["b.100ms"]);
+    assert_eq!(s.channel(1), None, "gone once answered");
+    // A fatal error: nothing more to do, it is dropped.
+    assert!(s.unsubscribe("b.100ms"));
+    let (u3, _) = tx(&mut s, t(600), &d).expect("unsubscribe b");
+    assert!(s.on_message(t(610), err(u3.id, 11050).as_bytes(), &d));
+    assert_eq!(s.channel(0), None);
+    assert!(all_tx(&mut s, t(60_000), &d).is_empty());
+}
+
+/// Found by the simulation: after `Restored`, a channel let go while its
+/// subscribe was in flight and taken back before the answer did not
+/// re-arm the restoration, so a transient error on that subscribe left it
+/// idle for good (never asked again, never reported). It is retried and
+/// confirmed like any runtime subscribe.
+#[test]
+fn taken_back_while_in_flight_then_busy_is_asked_again() {
+    let d = Deribit::public();
+    let mut s: S = Session::new(SessionConfig {
+        retry_delay: ms(500),
+        ..SessionConfig::default()
+    });
+    s.on_open(t(0), 1, &d);
+    assert!(tx(&mut s, t(0), &d).is_none());
+    events(&mut s);
+    s.subscribe("a.100ms").unwrap();
+    let (sub, _) = tx(&mut s, t(1), &d).expect("subscribe");
+    assert!(s.unsubscribe("a.100ms"));
+    // Nothing else to restore: `Restored` is reported meanwhile.
+    assert!(tx(&mut s, t(2), &d).is_none());
+    assert!(matches!(
+        events(&mut s)[..],
+        [SessionEvent::Restored { granted: 0, .. }]
+    ));
+    s.subscribe("a.100ms").unwrap();
+    assert!(s.on_message(t(10), err(sub.id, 10040).as_bytes(), &d));
+    assert!(
+        tx(&mut s, t(100), &d).is_none(),
+        "not before the retry delay"
+    );
+    let (again, text) = tx(&mut s, t(510), &d).expect("asked again");
+    assert_eq!(again.kind, TransmitKind::Subscribe(1));
+    grant_all(&mut s, t(520), &d, &again, &text);
+    assert_eq!(s.granted().collect::<Vec<_>>(), ["a.100ms"]);
+    assert_eq!(
+        events(&mut s),
+        [SessionEvent::Restored {
+            epoch: 1,
+            granted: 1,
+            rejected: 0
+        }]
     );
 }

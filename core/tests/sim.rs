@@ -106,6 +106,7 @@ fn the_simulation_exercises_the_faults() {
     let (mut refreshed, mut retried, mut restores, mut refused, mut holds, mut setup) =
         (0, 0, 0, 0, 0, 0);
     let mut faults = std::collections::BTreeMap::new();
+    let mut actions = std::collections::BTreeMap::new();
     for seed in 0..200 {
         let r = run_seed(seed, &cfg).unwrap_or_else(|_| panic!("{}", explain(seed, &cfg)));
         opens += r.opens;
@@ -124,6 +125,9 @@ fn the_simulation_exercises_the_faults() {
         setup += r.heartbeat_setup_failures;
         for (name, n) in r.faults.named() {
             *faults.entry(name).or_insert(0) += n;
+        }
+        for (name, n) in r.actions.named() {
+            *actions.entry(name).or_insert(0) += n;
         }
     }
     for (what, n) in [
@@ -147,6 +151,13 @@ fn the_simulation_exercises_the_faults() {
     println!("server faults over 200 seeds: {faults:?}");
     for (name, n) in faults {
         assert!(n > 0, "200 seeds never drew the server fault {name}");
+    }
+    // Runtime subscription changes: unsubscribing while the subscribe is in
+    // flight, re-subscribing (also while being let go), and quiet moments
+    // where the subscriptions are compared with the server's.
+    println!("user subscription actions over 200 seeds: {actions:?}");
+    for (name, n) in actions {
+        assert!(n > 0, "200 seeds never made the user action {name}");
     }
 }
 

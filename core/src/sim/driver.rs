@@ -41,7 +41,7 @@ use super::network::{
 };
 use super::server::{channels_of, Account, Note, Out, Server, Timer, Wire};
 use super::trace::{tr, Trace};
-use super::{SimConfig, SimReport, Violation};
+use super::{ActionCounts, SimConfig, SimReport, Violation};
 
 /// Largest message either side accepts in the simulation.
 const MAX_MESSAGE: usize = 4096;
@@ -74,6 +74,8 @@ enum Kind {
     ServerSend(Wire, Note),
     ServerTimer(Timer),
     User,
+    /// The user subscribes (`true`) or unsubscribes this channel.
+    UserChannel(String, bool),
 }
 
 #[derive(Debug)]
@@ -141,11 +143,24 @@ struct Socket {
     close_sent: bool,
 }
 
+impl Socket {
+    /// The link stalled at some point up to `now`: from then on the
+    /// server may hold what the client gave up on (a request that never
+    /// arrived, an answer after its deadline).
+    fn stalled_since(&self, now: Instant) -> bool {
+        self.server.stall.is_some_and(|(from, _)| from <= now)
+    }
+}
+
 #[derive(Debug)]
 struct Sim {
     client: Machine,
-    /// Tracked channels, in the client's order.
+    /// The channels the user tracks (subscribed and not unsubscribed).
     channels: Vec<String>,
+    /// The names the user subscribes from at runtime (including `channels`).
+    pool: Vec<String>,
+    /// Channels the user unsubscribed at some point.
+    dropped: Vec<String>,
     authenticates: bool,
     restart: RestartType,
     bound: Option<Duration>,
@@ -218,6 +233,7 @@ pub(crate) struct World {
     outages: Vec<(Instant, Instant, bool)>,
     trace: Trace,
     stats: Stats,
+    actions: ActionCounts,
     out: Vec<Out>,
     /// The verdict of the first settle at time zero.
     start: Check,
@@ -283,17 +299,30 @@ fn draw_retry(rng: &mut Rng) -> RetryPolicy {
     }
 }
 
-/// A tracked channel of each kind: public (`x.N.100ms`), public but only
+/// Channel `k` of a drawn kind: public (`x.N.100ms`), public but only
 /// with authorisation (`x.N.raw`), private (`user.x.N`).
+fn draw_channel(rng: &mut Rng, k: usize) -> String {
+    match rng.below(3) {
+        0 => format!("x.{k}.100ms"),
+        1 => format!("x.{k}.raw"),
+        _ => format!("user.x.{k}"),
+    }
+}
+
+/// The channels a client tracks from the start.
 fn draw_channels(rng: &mut Rng, max: usize) -> Vec<String> {
     let n = rng.in_range(0, max.min(16) as u64) as usize;
-    (0..n)
-        .map(|k| match rng.below(3) {
-            0 => format!("x.{k}.100ms"),
-            1 => format!("x.{k}.raw"),
-            _ => format!("user.x.{k}"),
-        })
-        .collect()
+    (0..n).map(|k| draw_channel(rng, k)).collect()
+}
+
+/// The user's pool: the initial channels and 1–3 more (16 at most: the
+/// session never runs out of room, a channel being let go included).
+fn draw_pool(rng: &mut Rng, channels: &[String]) -> Vec<String> {
+    let n = channels.len();
+    let extra = rng.in_range(1, 3).min(16 - n as u64) as usize;
+    let mut pool = channels.to_vec();
+    pool.extend((n..n + extra).map(|k| draw_channel(rng, k)));
+    pool
 }
 
 impl World {
@@ -356,6 +385,7 @@ impl World {
         for i in 0..cfg.clients {
             let heartbeat = draw_heartbeat(&mut rng);
             let channels = draw_channels(&mut rng, cfg.max_channels);
+            let pool = draw_pool(&mut rng, &channels);
             let authenticates = chance(&mut rng, 600);
             let cod = authenticates && chance(&mut rng, 500);
             let protocol = if authenticates {
@@ -430,6 +460,8 @@ impl World {
             clients.push(Sim {
                 client,
                 channels,
+                pool,
+                dropped: Vec::new(),
                 authenticates,
                 restart,
                 bound: heartbeat.detection_bound(),
@@ -464,11 +496,12 @@ impl World {
             tr!(
                 trace,
                 now,
-                "c{i} {:?} {:?} {:?} channels {:?} latency {:?}±{:?} close_at {:?}",
+                "c{i} {:?} {:?} {:?} channels {:?} pool {:?} latency {:?}±{:?} close_at {:?}",
                 c.restart,
                 c.client.protocol(),
                 c.client.connection().config(),
                 c.channels,
+                c.pool,
                 c.latency,
                 c.jitter,
                 c.close_at
@@ -493,6 +526,7 @@ impl World {
             outages,
             trace,
             stats: Stats::default(),
+            actions: ActionCounts::default(),
             out: Vec::new(),
             start: Ok(()),
         };
@@ -539,6 +573,7 @@ impl World {
             heartbeat_setup_failures: s.heartbeat_setup_failures,
             rate_limit_holds: s.rate_limit_holds,
             faults: self.account.counts,
+            actions: self.actions,
             trace: self.trace.take_lines(),
             ..SimReport::default()
         };
@@ -707,7 +742,91 @@ impl World {
                 }
             }
         }
-        Ok(())
+        self.check_quiet(i)
+    }
+
+    /// Whenever the client is quiet — open on a live socket the server has
+    /// not closed, authenticated if it authenticates, no session request in
+    /// flight and nothing due ([`OpenSocket::quiet`]) — its granted set is
+    /// exactly what the server has subscribed on that socket, it holds
+    /// only channels the user tracks, every tracked channel is granted or
+    /// was reported rejected, and no channel the user let go stays
+    /// subscribed. Excused: a stalled link (from the stall on, for the
+    /// socket's life) and a session answer after its deadline (the client
+    /// gave up on what the server did); a channel whose unsubscribe the
+    /// server ignored (the client gave up at the deadline), or refused
+    /// while the user tracks it again (a refused subscribe leaves it on
+    /// the server).
+    fn check_quiet(&mut self, i: usize) -> Check {
+        let now = self.now;
+        let cfg = &self.session_cfg;
+        // After the last change the session sends what is due within its
+        // pacing and one rate-limit wait (plus the timer slack).
+        let settle = cfg.pacing + self.admission + self.cfg.timer_slack * 4;
+        let c = &self.clients[i];
+        let (Some(o), Some(s)) = (&c.open, &c.socket) else {
+            return Ok(());
+        };
+        if s.epoch != o.epoch || !s.opened || s.close_sent || s.server.closed || o.late {
+            return Ok(());
+        }
+        if s.stalled_since(now) {
+            return Ok(());
+        }
+        let session = c.client.session();
+        if c.authenticates && !session.is_some_and(|s| s.is_authenticated()) {
+            return Ok(());
+        }
+        if !o.quiet(now, cfg.request_timeout, settle, SESSION_RETRY_CAP) {
+            return Ok(());
+        }
+        let client: Vec<&str> = session.map(|s| s.granted().collect()).unwrap_or_default();
+        let server = &s.server;
+        let e = o.epoch;
+        let r = (|| {
+            for g in &client {
+                if !c.channels.iter().any(|t| t == g) {
+                    return Err(format!("quiet on e{e}: {g} granted but the user let it go"));
+                }
+                if !server.granted.iter().any(|x| x == g) {
+                    return Err(format!(
+                        "quiet on e{e}: {g} granted in the client, not subscribed on the server {:?}",
+                        server.granted
+                    ));
+                }
+            }
+            for g in &server.granted {
+                if client.contains(&g.as_str()) {
+                    continue;
+                }
+                let tracked = c.channels.contains(g);
+                let excused = server.unsub_ignored.contains(g)
+                    || (tracked && server.unsub_refused.contains(g));
+                if excused {
+                    continue;
+                }
+                return Err(if tracked {
+                    format!(
+                        "quiet on e{e}: tracked {g} subscribed on the server but not granted in the client {client:?}"
+                    )
+                } else {
+                    format!(
+                        "quiet on e{e}: {g} unsubscribed by the user but still subscribed on the server"
+                    )
+                });
+            }
+            for t in &c.channels {
+                if !client.contains(&t.as_str()) && !o.rejected.contains(t) {
+                    return Err(format!(
+                        "quiet on e{e}: tracked {t} neither granted ({client:?}) nor reported rejected ({:?})",
+                        o.rejected
+                    ));
+                }
+            }
+            Ok(())
+        })();
+        self.actions.quiet_checks += 1;
+        r.map_err(|m| format!("c{i}: {m}"))
     }
 
     fn drain(&mut self, i: usize) -> Result<bool, String> {
@@ -878,19 +997,53 @@ impl World {
             .as_mut()
             .ok_or_else(|| format!("c{i}: transmit while not open"))?;
         o.sent(t.id, now);
-        if let TransmitKind::Subscribe(n) = t.kind {
-            let names = channels_of(text);
+        if let TransmitKind::Subscribe(n) | TransmitKind::Unsubscribe(n) = t.kind {
+            let subscribe = matches!(t.kind, TransmitKind::Subscribe(_));
+            let names: Vec<String> = channels_of(text).into_iter().map(String::from).collect();
             if names.len() != n {
                 return Err(format!(
-                    "c{i}: Subscribe({n}) carries {} channels",
+                    "c{i}: {:?} carries {} channels",
+                    t.kind,
                     names.len()
                 ));
             }
-            for name in names {
-                if !c.channels.iter().any(|t| t == name) {
+            for name in &names {
+                let tracked = c.channels.iter().any(|t| t == name);
+                if subscribe && !tracked {
                     return Err(format!("c{i}: subscribe to untracked {name}"));
                 }
-                o.requested.push(String::from(name));
+                if !subscribe && tracked {
+                    return Err(format!("c{i}: unsubscribe of tracked {name}"));
+                }
+                if !subscribe && !o.late && !o.server_granted.contains(name) {
+                    return Err(format!(
+                        "c{i}: unsubscribe of {name}, which the server did not grant on e{}",
+                        o.epoch
+                    ));
+                }
+            }
+            if subscribe {
+                o.requested.extend(names.iter().cloned());
+                o.asked(&names);
+                // Sometimes the user lets one go right away: while the
+                // request is in flight (the answer takes two latencies).
+                if chance(&mut self.rng, 200) {
+                    let k = self.rng.below(names.len() as u64) as usize;
+                    let after = between(
+                        &mut self.rng,
+                        Duration::ZERO,
+                        c.latency * 2 + Duration::from_millis(60),
+                    );
+                    self.queue.push(
+                        now + after,
+                        i,
+                        0,
+                        Kind::UserChannel(names[k].clone(), false),
+                    );
+                }
+                o.subs.push((t.id, now, names));
+            } else {
+                o.unsubs.push((t.id, now, names));
             }
         }
         if let TransmitKind::Authenticate { .. } = t.kind {
@@ -1085,7 +1238,15 @@ impl World {
                 reason,
             } => {
                 self.stats.channels_rejected += 1;
-                let name = c.channels.get(index).cloned().unwrap_or_default();
+                let name = c
+                    .client
+                    .session()
+                    .and_then(|s| s.channel(index))
+                    .map(String::from)
+                    .unwrap_or_default();
+                let excused = c.socket.as_ref().is_some_and(|s| {
+                    s.server.unsub_refused.contains(&name) || s.stalled_since(now)
+                });
                 let kind = c.client.protocol().channel_kind(&name);
                 match c.open.as_mut() {
                     _ if name.is_empty() => Err(format!("SubscriptionRejected for index {index}")),
@@ -1097,7 +1258,10 @@ impl World {
                             c.authed
                         ))
                     }
-                    Some(o) if o.epoch == epoch => o.rejected(index, &name),
+                    _ if !c.channels.contains(&name) => {
+                        Err(format!("{name} reported rejected but not tracked"))
+                    }
+                    Some(o) if o.epoch == epoch => o.rejected(&name, excused),
                     _ => Err(format!(
                         "SubscriptionRejected e{epoch} while not open on it"
                     )),
@@ -1115,9 +1279,15 @@ impl World {
                     .session()
                     .map(|s| s.granted().map(String::from).collect())
                     .unwrap_or_default();
+                // A stalled link: the server may hold anything.
+                let excused = match c.socket.as_ref() {
+                    Some(s) if s.stalled_since(now) => c.channels.clone(),
+                    Some(s) => s.server.unsub_refused.clone(),
+                    None => Vec::new(),
+                };
                 match c.open.as_mut() {
                     Some(o) if o.epoch == epoch => {
-                        o.restored(granted, rejected, &restored, &c.channels)
+                        o.restored(granted, rejected, &restored, &c.channels, &excused)
                     }
                     _ => Err(format!("Restored e{epoch} while not open on it")),
                 }
@@ -1156,6 +1326,21 @@ impl World {
                 Duration::from_secs(3),
             );
         self.queue.push(next, i, 0, Kind::User);
+        if chance(&mut self.rng, self.cfg.user_subscribe) {
+            let c = &self.clients[i];
+            let untracked: Vec<&String> =
+                c.pool.iter().filter(|p| !c.channels.contains(p)).collect();
+            let subscribe =
+                !untracked.is_empty() && (c.channels.is_empty() || self.rng.below(2) == 0);
+            let name = if subscribe {
+                untracked[self.rng.below(untracked.len() as u64) as usize].clone()
+            } else if !c.channels.is_empty() {
+                c.channels[self.rng.below(c.channels.len() as u64) as usize].clone()
+            } else {
+                return Ok(());
+            };
+            return self.user_channel(i, name, subscribe);
+        }
         let roll = self.rng.below(100);
         let burst = if roll >= 97 {
             self.rng.in_range(2, 8)
@@ -1164,6 +1349,79 @@ impl World {
         };
         for _ in 0..burst {
             self.user_send(i, roll)?;
+        }
+        Ok(())
+    }
+
+    /// The user subscribes or unsubscribes `name` (a no-op if it is
+    /// tracked already, or not tracked).
+    fn user_channel(&mut self, i: usize, name: String, subscribe: bool) -> Check {
+        let now = self.now;
+        let timeout = self.session_cfg.request_timeout;
+        let c = &mut self.clients[i];
+        if c.user_closed || c.sup_stopped {
+            return Ok(());
+        }
+        let tracked = c.channels.iter().position(|n| *n == name);
+        let a = &mut self.actions;
+        if subscribe {
+            if tracked.is_some() {
+                return Ok(());
+            }
+            let leaving = c.open.as_ref().is_some_and(|o| {
+                o.leaving(&name, now, timeout) || o.server_granted.contains(&name)
+            });
+            c.client
+                .subscribe(&name)
+                .map_err(|e| format!("c{i}: subscribe {name}: {e:?}"))?;
+            c.channels.push(name.clone());
+            a.subscribes += 1;
+            a.resubscribes += u64::from(c.dropped.contains(&name));
+            a.resubscribes_leaving += u64::from(leaving);
+            tr!(
+                self.trace,
+                now,
+                "c{i} user subscribe {name} (leaving: {leaving})"
+            );
+        } else {
+            let Some(k) = tracked else { return Ok(()) };
+            let in_flight = c
+                .open
+                .as_ref()
+                .is_some_and(|o| o.subscribing(&name, now, timeout));
+            let granted = c.open.is_some()
+                && c.client
+                    .session()
+                    .is_some_and(|s| s.granted().any(|g| g == name));
+            if !c.client.unsubscribe(&name) {
+                return Err(format!("c{i}: unsubscribe of tracked {name} refused"));
+            }
+            c.channels.remove(k);
+            if !c.dropped.contains(&name) {
+                c.dropped.push(name.clone());
+            }
+            a.unsubscribes += 1;
+            a.unsubscribes_in_flight += u64::from(in_flight);
+            a.unsubscribes_granted += u64::from(granted);
+            tr!(
+                self.trace,
+                now,
+                "c{i} user unsubscribe {name} (in flight: {in_flight}, granted: {granted})"
+            );
+            // Sometimes the user takes it back at once (the unsubscribe, or
+            // the subscribe it abandons, still in flight).
+            if chance(&mut self.rng, 300) {
+                let after = between(
+                    &mut self.rng,
+                    Duration::ZERO,
+                    c.latency * 2 + Duration::from_millis(60),
+                );
+                self.queue
+                    .push(now + after, i, 0, Kind::UserChannel(name.clone(), true));
+            }
+        }
+        if let Some(o) = self.clients[i].open.as_mut() {
+            o.user_changed(now, &name);
         }
         Ok(())
     }
@@ -1270,6 +1528,7 @@ impl World {
         let now = self.now;
         match kind {
             Kind::User => self.user_tick(i),
+            Kind::UserChannel(name, subscribe) => self.user_channel(i, name, subscribe),
             Kind::ToServer(wire) => {
                 if !self.live(i, epoch) {
                     return Ok(());
@@ -1401,6 +1660,7 @@ impl World {
                 let heartbeat = view.is_some_and(|v| v.is_deribit_heartbeat());
                 let test = view.is_some_and(|v| v.is_deribit_test_request());
                 let answer = view.and_then(|v| v.id);
+                let error = view.is_some_and(|v| v.has_error);
                 if data.len() > MAX_MESSAGE {
                     c.fatal_cause = true;
                 }
@@ -1416,13 +1676,24 @@ impl World {
                     data.len()
                 );
                 if d != Delivery::Stale {
+                    let timeout = self.session_cfg.request_timeout;
                     if let (Some(o), Some(id)) = (c.open.as_mut(), answer) {
-                        o.answered(id, now);
+                        o.answered(id, now, error, timeout);
                     }
                     match note {
                         Note::Granted(channels) => {
                             if let Some(o) = c.open.as_mut() {
-                                o.granted(&channels).map_err(|m| format!("c{i}: {m}"))?;
+                                o.granted(&channels);
+                            }
+                        }
+                        Note::Unsubscribed(channels) => {
+                            if let Some(o) = c.open.as_mut() {
+                                o.unsubscribed(&channels);
+                            }
+                        }
+                        Note::Feed(channel) => {
+                            if let Some(o) = c.open.as_ref() {
+                                o.feed(&channel).map_err(|m| format!("c{i}: {m}"))?;
                             }
                         }
                         Note::RateLimited => {

@@ -6,7 +6,9 @@
 //! exactly the [`Client<Deribit>`](crate::client::Client) users run, with
 //! or without credentials and cancel-on-disconnect, tracking a drawn mix
 //! of public, `.raw` and `user.*` channels — a user workload that sends
-//! messages, public and private requests and sometimes closes a client,
+//! messages, public and private requests, subscribes and unsubscribes
+//! channels at runtime (sometimes while the subscribe is in flight, and
+//! back again at once) and sometimes closes a client,
 //! and the faults:
 //!
 //! - **network** ([`Faults`]): latency and jitter with in-order delivery
@@ -176,6 +178,12 @@ pub struct SimConfig {
     pub timer_slack: Duration,
     /// Chance (‰) that the user closes a client during the run (default 150).
     pub user_close: u16,
+    /// Chance (‰) that a user action subscribes a channel from the
+    /// client's pool or unsubscribes a tracked one instead of sending
+    /// (default 150). After a subscribe request goes out the user sometimes
+    /// lets one of its channels go while it is in flight, and after an
+    /// unsubscribe sometimes takes it back at once.
+    pub user_subscribe: u16,
     /// Keep the readable trace in the report (default false: hash only).
     pub keep_trace: bool,
 }
@@ -189,6 +197,7 @@ impl Default for SimConfig {
             faults: Faults::default(),
             timer_slack: Duration::from_millis(2),
             user_close: 150,
+            user_subscribe: 150,
             keep_trace: false,
         }
     }
@@ -251,8 +260,48 @@ pub struct SimReport {
     pub rate_limit_holds: u64,
     /// How often each server fault was drawn.
     pub faults: FaultCounts,
+    /// The user's runtime subscription changes.
+    pub actions: ActionCounts,
     /// The readable trace, if [`SimConfig::keep_trace`].
     pub trace: Vec<String>,
+}
+
+/// The user's runtime subscription changes in a seed (each client draws
+/// them from a small pool of channel names).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ActionCounts {
+    /// `Client::subscribe` calls.
+    pub subscribes: u64,
+    /// ... of a channel the client unsubscribed before.
+    pub resubscribes: u64,
+    /// ... while its unsubscribe (or the subscribe it abandoned) was
+    /// still unanswered on the open socket.
+    pub resubscribes_leaving: u64,
+    /// `Client::unsubscribe` calls that let go of a tracked channel.
+    pub unsubscribes: u64,
+    /// ... while the channel's subscribe request was in flight on the open
+    /// socket (sent, not answered).
+    pub unsubscribes_in_flight: u64,
+    /// ... of a channel granted on the open socket.
+    pub unsubscribes_granted: u64,
+    /// Steps at which a client was quiet and its subscriptions were
+    /// compared with the server's.
+    pub quiet_checks: u64,
+}
+
+impl ActionCounts {
+    /// `(name, count)` for every counter.
+    pub fn named(&self) -> [(&'static str, u64); 7] {
+        [
+            ("subscribes", self.subscribes),
+            ("resubscribes", self.resubscribes),
+            ("resubscribes_leaving", self.resubscribes_leaving),
+            ("unsubscribes", self.unsubscribes),
+            ("unsubscribes_in_flight", self.unsubscribes_in_flight),
+            ("unsubscribes_granted", self.unsubscribes_granted),
+            ("quiet_checks", self.quiet_checks),
+        ]
+    }
 }
 
 /// How many times each Deribit fault was drawn in a seed.
@@ -295,11 +344,17 @@ pub struct FaultCounts {
     pub cod_ignored: u64,
     /// Connections closed because a `test_request` went unanswered.
     pub test_request_closes: u64,
+    /// Unsubscribe requests answered (the channels removed).
+    pub unsubscribes: u64,
+    /// Unsubscribe requests ignored (the channels stay subscribed; excused).
+    pub unsubscribe_ignored: u64,
+    /// Unsubscribe requests answered with a transient error (10040).
+    pub unsubscribe_errors: u64,
 }
 
 impl FaultCounts {
     /// `(name, count)` for every counter.
-    pub fn named(&self) -> [(&'static str, u64); 18] {
+    pub fn named(&self) -> [(&'static str, u64); 21] {
         [
             ("refreshes", self.refreshes),
             ("refresh_refused", self.refresh_refused),
@@ -319,6 +374,9 @@ impl FaultCounts {
             ("cod_errors", self.cod_errors),
             ("cod_ignored", self.cod_ignored),
             ("test_request_closes", self.test_request_closes),
+            ("unsubscribes", self.unsubscribes),
+            ("unsubscribe_ignored", self.unsubscribe_ignored),
+            ("unsubscribe_errors", self.unsubscribe_errors),
         ]
     }
 }

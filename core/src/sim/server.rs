@@ -17,6 +17,9 @@
 //!   channels; some are **omitted** (partial rejection), `.raw` channels
 //!   only on an authorised socket, `user.*` only with a valid token (else
 //!   13009 for the whole request); sometimes an error for the whole request;
+//! - `public/unsubscribe` / `private/unsubscribe`: the result lists the
+//!   channels removed (no more feed on them); sometimes ignored or
+//!   answered with a transient error (10040);
 //! - `private/*` requests with an expired token: **13009**, and no `user.*`
 //!   data once the token expired;
 //! - one **credit bucket per account** across all connections: a request
@@ -77,6 +80,10 @@ pub(crate) enum Note {
     Granted(Vec<String>),
     /// A 10028 answer: the account's credits are exhausted.
     RateLimited,
+    /// The answer to an unsubscribe request: these channels were removed.
+    Unsubscribed(Vec<String>),
+    /// A feed notification on this channel.
+    Feed(String),
 }
 
 /// A timer the server set for itself.
@@ -159,7 +166,17 @@ pub(crate) struct Server {
     cod_client: bool,
     cod_asked: bool,
     /// Channels granted on this socket.
-    granted: Vec<String>,
+    pub(crate) granted: Vec<String>,
+    /// Channels still granted though the client cannot know: their
+    /// unsubscribe was ignored (the client gives up at the deadline), or
+    /// refused while the user had already taken them back, and that
+    /// subscribe was then ignored or refused too.
+    pub(crate) unsub_ignored: Vec<String>,
+    /// Channels whose unsubscribe the server ignored or refused (and not
+    /// granted or removed since): a subscribe for them while still granted
+    /// is excused, and so is their staying granted if the user tracks
+    /// them again (a refused subscribe then leaves them on the server).
+    pub(crate) unsub_refused: Vec<String>,
     feeding: bool,
     feed_every: Duration,
     feed_seq: u64,
@@ -171,6 +188,9 @@ pub(crate) struct Server {
     obstructed: Option<Instant>,
     /// The link's stall, if any: `[from, until)`.
     pub(crate) stall: Option<(Instant, Instant)>,
+    /// When the last subscribe / unsubscribe answer goes out: they go out
+    /// in the order the server acted on them.
+    sub_answer_at: Instant,
 }
 
 fn result(id: u64, value: &str) -> Wire {
@@ -226,6 +246,8 @@ impl Server {
             cod_client,
             cod_asked: false,
             granted: Vec::new(),
+            unsub_ignored: Vec::new(),
+            unsub_refused: Vec::new(),
             feeding: false,
             feed_every: Duration::ZERO,
             feed_seq: 0,
@@ -233,7 +255,15 @@ impl Server {
             max_message_size,
             obstructed: None,
             stall: None,
+            sub_answer_at: Instant::ZERO,
         }
+    }
+
+    /// The delay of a subscription answer drawn as `quick`, but never
+    /// before the previous one's: the client sees the changes in order.
+    fn in_order(&mut self, now: Instant, quick: Duration) -> Duration {
+        self.sub_answer_at = self.sub_answer_at.max(now + quick);
+        self.sub_answer_at.saturating_since(now)
     }
 
     fn obstruct(&mut self, now: Instant) {
@@ -419,7 +449,12 @@ impl Server {
                 }
             }
             "public/subscribe" | "private/subscribe" => {
+                let quick = self.in_order(now, quick);
                 self.subscribe(now, rng, f, account, id, method, text, quick, out)
+            }
+            "public/unsubscribe" | "private/unsubscribe" => {
+                let quick = self.in_order(now, quick);
+                self.unsubscribe(rng, f, account, id, method, text, quick, out)
             }
             "public/get_time" | "private/get_positions" => {
                 if method == "private/get_positions" && !self.token_valid(now) {
@@ -585,10 +620,26 @@ impl Server {
                     "{name} requested on a socket that never authenticated"
                 )));
             }
-            if self.granted.iter().any(|g| g == name) {
+            // Excused only where the client cannot know it is still
+            // granted: its unsubscribe was ignored or refused, or a stall
+            // made a subscribe answer arrive after its deadline.
+            let stalled = self.stall.is_some_and(|(from, _)| from <= now);
+            if self.granted.iter().any(|g| g == name)
+                && !stalled
+                && !self.unsub_refused.iter().any(|g| g == name)
+            {
                 out.push(Out::Violation(format!(
                     "{name} requested again on a socket where it is granted"
                 )));
+            }
+        }
+        // Asked again after a refused unsubscribe: if this request is
+        // ignored or refused, the client cannot know the server holds it.
+        for name in &names {
+            if self.unsub_refused.iter().any(|g| g == name)
+                && !self.unsub_ignored.iter().any(|g| g == name)
+            {
+                self.unsub_ignored.push(String::from(*name));
             }
         }
         if chance(rng, f.ignore_subscribe) {
@@ -617,7 +668,10 @@ impl Server {
         let authorised = self.token_valid(now);
         let mut granted = Vec::new();
         for name in names {
-            if name.ends_with(".raw") && !authorised {
+            if self.granted.iter().any(|g| g == name) {
+                // Subscribed already (an excused request, see above): listed.
+                granted.push(String::from(name));
+            } else if name.ends_with(".raw") && !authorised {
                 account.counts.raw_unauthorized += 1;
             } else if chance(rng, f.subscribe_omit) {
                 account.counts.channels_omitted += 1;
@@ -631,12 +685,82 @@ impl Server {
             result(id, &format!("[{}]", list.join(","))),
             Note::Granted(granted.clone()),
         ));
-        self.granted.extend(granted);
+        for g in granted {
+            self.unsub_ignored.retain(|u| *u != g);
+            self.unsub_refused.retain(|u| *u != g);
+            if !self.granted.contains(&g) {
+                self.granted.push(g);
+            }
+        }
         if !self.feeding && f.feed_every > Duration::ZERO && !self.granted.is_empty() {
             self.feeding = true;
             self.feed_every = f.feed_every;
             out.push(Out::Timer(f.feed_every, Timer::Feed));
         }
+    }
+
+    /// `public/unsubscribe` / `private/unsubscribe`: the answer lists the
+    /// channels removed. Ignored (`ignore_request`) or refused with a
+    /// transient 10040 (`subscribe_error`) sometimes.
+    #[allow(clippy::too_many_arguments)]
+    fn unsubscribe(
+        &mut self,
+        rng: &mut Rng,
+        f: &Faults,
+        account: &mut Account,
+        id: u64,
+        method: &str,
+        text: &str,
+        quick: Duration,
+        out: &mut Vec<Out>,
+    ) {
+        let private = method == "private/unsubscribe";
+        let names = channels_of(text);
+        if names.is_empty() {
+            out.push(Out::Violation(format!("empty unsubscribe request {text}")));
+        }
+        for name in &names {
+            if name.starts_with("user.") != private {
+                out.push(Out::Violation(format!(
+                    "{name} in a {method} request: public and private channels mixed"
+                )));
+            }
+        }
+        if chance(rng, f.ignore_request) {
+            account.counts.unsubscribe_ignored += 1;
+            for name in &names {
+                if self.granted.iter().any(|g| g == name) {
+                    self.unsub_ignored.push(String::from(*name));
+                    self.unsub_refused.push(String::from(*name));
+                }
+            }
+            return;
+        }
+        if chance(rng, f.subscribe_error) {
+            account.counts.unsubscribe_errors += 1;
+            for name in &names {
+                if self.granted.iter().any(|g| g == name) {
+                    self.unsub_refused.push(String::from(*name));
+                }
+            }
+            out.push(Out::Send(quick, error(id, 10040, "retry"), Note::None));
+            return;
+        }
+        account.counts.unsubscribes += 1;
+        let removed: Vec<String> = names
+            .iter()
+            .filter(|n| self.granted.iter().any(|g| g == *n))
+            .map(|n| String::from(*n))
+            .collect();
+        self.granted.retain(|g| !removed.contains(g));
+        self.unsub_ignored.retain(|g| !removed.contains(g));
+        self.unsub_refused.retain(|g| !removed.contains(g));
+        let list: Vec<String> = removed.iter().map(|g| format!("\"{g}\"")).collect();
+        out.push(Out::Send(
+            quick,
+            result(id, &format!("[{}]", list.join(","))),
+            Note::Unsubscribed(removed),
+        ));
     }
 
     /// A server timer fired at `now`.
@@ -702,10 +826,11 @@ impl Server {
                     r#"{{"jsonrpc":"2.0","method":"subscription","params":{{"channel":"{channel}","data":{}}}}}"#,
                     self.feed_seq
                 );
+                let note = Note::Feed(channel.clone());
                 out.push(Out::Send(
                     Duration::ZERO,
                     Wire::Text(msg.into_bytes()),
-                    Note::None,
+                    note,
                 ));
             }
             Timer::Fault(fault) => match fault {

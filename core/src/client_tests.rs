@@ -731,10 +731,12 @@ fn deribit_heartbeat_setup_failure_surfaces_and_is_retried() {
     let mut c: Client<Deribit> = Client::new(cfg, SessionConfig::default(), Deribit::public());
     let (epoch, o) = open(&mut c, t(0));
     let [Action::Send {
-        frame: Frame::DeribitSetHeartbeat {
-            id,
-            interval_secs: 10,
-        },
+        frame:
+            Frame::AppSetup {
+                id,
+                interval_secs: 10,
+                ..
+            },
         ..
     }] = o.actions[..]
     else {
@@ -752,7 +754,7 @@ fn deribit_heartbeat_setup_failure_surfaces_and_is_retried() {
     );
     let o = run_until(&mut c, t(1_100));
     let [Action::Send {
-        frame: Frame::DeribitSetHeartbeat { id: id2, .. },
+        frame: Frame::AppSetup { id: id2, .. },
         ..
     }] = o.actions[..]
     else {
@@ -787,7 +789,7 @@ fn rate_limit_answer_to_the_heartbeat_setup_throttles_too() {
         let (epoch, o) = open(&mut c, t(0));
         assert_eq!(c.session().is_some(), with_session);
         let Some(&Action::Send {
-            frame: Frame::DeribitSetHeartbeat { id, .. },
+            frame: Frame::AppSetup { id, .. },
             ..
         }) = o.actions.first()
         else {

@@ -782,7 +782,7 @@ impl Connection {
                 if let Some(frame) = tick.send {
                     // A retried `set_heartbeat` is a request the server
                     // charges, like the first one (pings are not).
-                    if matches!(frame, Frame::DeribitSetHeartbeat { .. }) {
+                    if matches!(frame, Frame::AppSetup { .. }) {
                         self.charge(now, &frame);
                     }
                     self.push_action(Action::Send {

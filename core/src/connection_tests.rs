@@ -496,10 +496,12 @@ fn deribit_heartbeat_dead_aborts_and_reconnects() {
     assert_eq!(events(&mut c), [Event::Opened { epoch: 1 }]);
     let [Action::Send {
         epoch: 1,
-        frame: Frame::DeribitSetHeartbeat {
-            id,
-            interval_secs: 10,
-        },
+        frame:
+            Frame::AppSetup {
+                id,
+                interval_secs: 10,
+                ..
+            },
     }] = actions(&mut c)[..]
     else {
         panic!("expected set_heartbeat")
@@ -521,7 +523,7 @@ fn deribit_heartbeat_dead_aborts_and_reconnects() {
         actions(&mut c)[..],
         [Action::Send {
             epoch: 1,
-            frame: Frame::DeribitTest { .. }
+            frame: Frame::AppReply { .. }
         }]
     ));
     let hb = deribit_heartbeat("heartbeat");
@@ -562,7 +564,7 @@ fn deribit_heartbeat_dead_aborts_and_reconnects() {
         actions(&mut c)[..],
         [Action::Send {
             epoch: 2,
-            frame: Frame::DeribitSetHeartbeat { .. }
+            frame: Frame::AppSetup { .. }
         }]
     ));
 }
@@ -1177,7 +1179,7 @@ fn drain_setup_refusals(c: &mut Connection, start: Instant, span_ms: u64) {
     for a in actions(c) {
         if let Action::Send {
             epoch: 1,
-            frame: Frame::DeribitSetHeartbeat { id, .. },
+            frame: Frame::AppSetup { id, .. },
         } = a
         {
             pending = Some(id);
@@ -1210,7 +1212,7 @@ fn drain_setup_refusals(c: &mut Connection, start: Instant, span_ms: u64) {
             match a {
                 Action::Send {
                     epoch: 1,
-                    frame: Frame::DeribitSetHeartbeat { id, .. },
+                    frame: Frame::AppSetup { id, .. },
                 } => pending = Some(id),
                 a => panic!("unexpected {a:?}"),
             }

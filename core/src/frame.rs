@@ -4,7 +4,7 @@
 //! not bytes: the bytes are rendered on demand with [`Frame::encode`] into a
 //! stack buffer, so a connection's state stays small and allocation-free.
 
-use crate::exchange::deribit;
+use crate::heartbeat::Dialect;
 
 /// Largest payload of a core-generated frame (a control frame's limit is 125).
 pub const MAX_ENCODED: usize = 128;
@@ -37,17 +37,23 @@ pub enum Frame {
         /// Unique per ping on this connection.
         token: u64,
     },
-    /// Deribit: `public/set_heartbeat` asking the server for heartbeats.
-    DeribitSetHeartbeat {
+    /// An application heartbeat's setup request (Deribit:
+    /// `public/set_heartbeat`), rendered by its [`Dialect`].
+    AppSetup {
         /// JSON-RPC id (from the core's reserved range).
         id: u64,
-        /// Interval in seconds (Deribit's minimum is 10).
+        /// Interval in seconds.
         interval_secs: u32,
+        /// The exchange's heartbeat dialect.
+        dialect: &'static Dialect,
     },
-    /// Deribit: `public/test`, the answer to a `test_request` heartbeat.
-    DeribitTest {
+    /// The answer to an application heartbeat's test request (Deribit:
+    /// `public/test` for a `test_request`), rendered by its [`Dialect`].
+    AppReply {
         /// JSON-RPC id (from the core's reserved range).
         id: u64,
+        /// The exchange's heartbeat dialect.
+        dialect: &'static Dialect,
     },
     /// The custom heartbeat strategy's ping, with the configured payload.
     Custom {
@@ -72,7 +78,7 @@ impl Frame {
     ///
     /// ```
     /// use zenws_core::frame::{Frame, FrameKind};
-    /// let e = Frame::DeribitTest { id: 7 }.encode();
+    /// let e = Frame::AppReply { id: 7, dialect: &zenws_core::exchange::deribit::DIALECT }.encode();
     /// assert_eq!(e.kind, FrameKind::Text);
     /// assert_eq!(&e.bytes[..], br#"{"jsonrpc":"2.0","id":7,"method":"public/test","params":{}}"#);
     /// ```
@@ -95,12 +101,16 @@ impl Frame {
                 return Encoded { kind, bytes };
             }
             // Fits: the longest u64/u32 render is well under 128 bytes.
-            Frame::DeribitSetHeartbeat { id, interval_secs } => {
-                let _ = deribit::render_set_heartbeat(&mut text, id, interval_secs);
+            Frame::AppSetup {
+                id,
+                interval_secs,
+                dialect,
+            } => {
+                let _ = (dialect.setup)(&mut text, id, interval_secs);
                 FrameKind::Text
             }
-            Frame::DeribitTest { id } => {
-                let _ = deribit::render_test(&mut text, id);
+            Frame::AppReply { id, dialect } => {
+                let _ = (dialect.reply)(&mut text, id);
                 FrameKind::Text
             }
         };
@@ -122,18 +132,21 @@ mod tests {
 
     #[test]
     fn set_heartbeat_renders_valid_json() {
-        let e = Frame::DeribitSetHeartbeat {
+        let dialect = &crate::exchange::deribit::DIALECT;
+        let e = Frame::AppSetup {
             id: CORE_ID_BASE + 1,
             interval_secs: 10,
+            dialect,
         }
         .encode();
         assert_eq!(
             core::str::from_utf8(&e.bytes).unwrap(),
             r#"{"jsonrpc":"2.0","id":9000000000001,"method":"public/set_heartbeat","params":{"interval":10}}"#
         );
-        let big = Frame::DeribitSetHeartbeat {
+        let big = Frame::AppSetup {
             id: u64::MAX,
             interval_secs: u32::MAX,
+            dialect,
         }
         .encode();
         assert!(big.bytes.ends_with(b"}}"));

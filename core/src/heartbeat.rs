@@ -9,19 +9,22 @@
 //! - [`Strategy::Ping`]: WebSocket pings with unique 8-byte payloads on a
 //!   fixed cadence; a pong carrying the outstanding token is the only sign
 //!   of life (an unsolicited or stale pong is ignored). Measures RTT.
-//! - [`Strategy::Deribit`]: on open, ask for `public/set_heartbeat`; answer
-//!   each `test_request` with `public/test` at once; every server heartbeat
-//!   (either type) is a sign of life; none within `interval + grace` is a miss.
+//! - [`Strategy::Application`]: on open, ask the server for heartbeats in
+//!   the exchange's [`Dialect`] (Deribit: `public/set_heartbeat`); answer
+//!   each test request (Deribit `test_request`: `public/test`) at once; every
+//!   server heartbeat is a sign of life; none within `interval + grace` is a
+//!   miss. A refused setup is asked again with backoff, and the silence
+//!   meanwhile is not counted.
 //! - [`Strategy::Custom`]: a fixed payload and a matcher recognising replies.
 //!
 //! Heartbeat state lives per socket: [`Heartbeat::on_open`] resets it, so a
 //! heartbeat is never replayed onto a replacement connection.
 
-use crate::exchange::deribit;
 use crate::frame::{Frame, FrameKind, CORE_ID_BASE, SESSION_ID_BASE};
-use crate::json;
+use crate::json::{self, JsonRpcView};
 use crate::rtt::RttWindow;
 use crate::time::Instant;
+use core::fmt;
 use core::time::Duration;
 
 /// How liveness is checked.
@@ -37,12 +40,16 @@ pub enum Strategy {
         /// How long a ping may stay unanswered before it counts as a miss.
         timeout: Duration,
     },
-    /// Deribit application heartbeat (`public/set_heartbeat`).
-    Deribit {
-        /// Seconds between server heartbeats; Deribit's minimum is 10 (raised to it).
+    /// An application heartbeat the server sends after a setup request, in
+    /// an exchange's dialect (Deribit's `public/set_heartbeat`:
+    /// [`exchange::deribit::heartbeat`](crate::exchange::deribit::heartbeat)).
+    Application {
+        /// Seconds between server heartbeats (raised to the dialect's minimum).
         interval_secs: u32,
         /// Extra time after `interval` before a missing heartbeat counts as a miss.
         grace: Duration,
+        /// How the exchange asks for, sends and expects answers to heartbeats.
+        dialect: &'static Dialect,
     },
     /// A custom application ping.
     Custom {
@@ -58,6 +65,50 @@ pub enum Strategy {
         is_reply: fn(&[u8]) -> bool,
     },
 }
+
+/// What an incoming message is to an application heartbeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Beat {
+    /// Not heartbeat traffic.
+    Other,
+    /// A heartbeat: a sign of life.
+    Alive,
+    /// A heartbeat that must be answered at once ([`Dialect::reply`]).
+    TestRequest,
+}
+
+/// An exchange's application-heartbeat dialect, defined in its
+/// [`exchange`](crate::exchange) module (e.g.
+/// [`deribit::DIALECT`](crate::exchange::deribit::DIALECT)): a new exchange
+/// with such a heartbeat adds one of these in its own file.
+#[derive(Clone, Copy)]
+pub struct Dialect {
+    /// For `Debug` and equality.
+    pub name: &'static str,
+    /// The smallest interval the server accepts (a smaller one is raised).
+    pub min_interval_secs: u32,
+    /// Render the request that starts the server's heartbeats, with id `id`.
+    pub setup: fn(&mut dyn fmt::Write, u64, u32) -> fmt::Result,
+    /// What an incoming message is.
+    pub classify: fn(&JsonRpcView<'_>) -> Beat,
+    /// Render the answer to a [`Beat::TestRequest`], with id `id`.
+    pub reply: fn(&mut dyn fmt::Write, u64) -> fmt::Result,
+}
+
+impl fmt::Debug for Dialect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// Dialects are equal by name (function pointers are not compared).
+impl PartialEq for Dialect {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for Dialect {}
 
 /// Heartbeat configuration: a [`Strategy`] and a failure threshold.
 ///
@@ -124,12 +175,23 @@ impl HeartbeatConfig {
             failure_threshold: 2,
         }
     }
-    /// Deribit heartbeat with a grace of 5 s.
+    /// Deribit heartbeat with a grace of 5 s (the same as
+    /// [`exchange::deribit::heartbeat`](crate::exchange::deribit::heartbeat)).
     pub const fn deribit(interval_secs: u32) -> Self {
+        crate::exchange::deribit::heartbeat(interval_secs)
+    }
+    /// An application heartbeat in `dialect`, every `interval_secs`, a miss
+    /// after `interval + grace` of silence.
+    pub const fn application(
+        interval_secs: u32,
+        grace: Duration,
+        dialect: &'static Dialect,
+    ) -> Self {
         HeartbeatConfig {
-            strategy: Strategy::Deribit {
+            strategy: Strategy::Application {
                 interval_secs,
-                grace: Duration::from_secs(5),
+                grace,
+                dialect,
             },
             failure_threshold: 2,
         }
@@ -144,10 +206,14 @@ impl HeartbeatConfig {
             | Strategy::Custom {
                 interval, timeout, ..
             } => (interval, timeout.min(interval)),
-            Strategy::Deribit {
+            Strategy::Application {
                 interval_secs,
                 grace,
-            } => (Duration::from_secs(u64::from(interval_secs.max(10))), grace),
+                dialect,
+            } => (
+                Duration::from_secs(u64::from(interval_secs.max(dialect.min_interval_secs))),
+                grace,
+            ),
         };
         Some(interval.saturating_mul(th).saturating_add(timeout))
     }
@@ -244,21 +310,26 @@ impl Heartbeat {
                 self.next = Some(now + interval);
                 None
             }
-            Strategy::Deribit {
+            Strategy::Application {
                 interval_secs,
                 grace,
+                dialect,
             } => {
-                let secs = interval_secs.max(10);
+                let secs = interval_secs.max(dialect.min_interval_secs);
                 self.next = Some(now + Duration::from_secs(u64::from(secs)) + grace);
-                Some(self.setup_frame(secs))
+                Some(self.setup_frame(secs, dialect))
             }
         }
     }
 
-    fn setup_frame(&mut self, interval_secs: u32) -> Frame {
+    fn setup_frame(&mut self, interval_secs: u32, dialect: &'static Dialect) -> Frame {
         let id = self.take_id();
         self.setup_id = Some(id);
-        Frame::DeribitSetHeartbeat { id, interval_secs }
+        Frame::AppSetup {
+            id,
+            interval_secs,
+            dialect,
+        }
     }
 
     /// The socket closed: stop all timers.
@@ -341,18 +412,23 @@ impl Heartbeat {
                     }
                 }
             }
-            Strategy::Deribit { interval_secs, .. } => {
+            Strategy::Application {
+                interval_secs,
+                dialect,
+                ..
+            } => {
+                let interval_secs = interval_secs.max(dialect.min_interval_secs);
                 if self.setup_retry.is_some_and(|t| now >= t) {
                     self.setup_retry = None;
-                    tick.send = Some(self.setup_frame(interval_secs.max(10)));
+                    tick.send = Some(self.setup_frame(interval_secs, dialect));
                 }
                 if let Some(next) = self.next {
                     if now >= next {
                         // A late tick counts every slot that has passed, so
                         // the next deadline is in the future (no catch-up storm
                         // of immediate timeouts).
-                        let interval = Duration::from_secs(u64::from(interval_secs.max(10)));
-                        let step = interval.as_nanos() as u64; // ≥ 10 s, fits
+                        let interval = Duration::from_secs(u64::from(interval_secs.max(1)));
+                        let step = interval.as_nanos() as u64; // ≥ 1 s, fits
                         let slots = (now - next).as_nanos() as u64 / step + 1;
                         let slots = u32::try_from(slots).unwrap_or(u32::MAX);
                         self.consecutive = self.consecutive.saturating_add(slots - 1);
@@ -399,22 +475,24 @@ impl Heartbeat {
     /// A data message arrived: is it heartbeat traffic, and must we answer?
     pub fn on_message(&mut self, now: Instant, data: &[u8]) -> Inbound {
         match self.config.strategy {
-            Strategy::Deribit {
+            Strategy::Application {
                 interval_secs,
                 grace,
+                dialect,
             } => {
+                let interval_secs = interval_secs.max(dialect.min_interval_secs);
                 let Ok(view) = json::scan(data) else {
                     return Inbound::default();
                 };
-                if deribit::is_heartbeat(&view) {
+                let beat = (dialect.classify)(&view);
+                if beat != Beat::Other {
                     self.alive(now);
-                    let interval = Duration::from_secs(u64::from(interval_secs.max(10)));
+                    let interval = Duration::from_secs(u64::from(interval_secs));
                     self.next = Some(now + interval + grace);
-                    let reply = if deribit::is_test_request(&view) {
-                        Some(Frame::DeribitTest { id: self.take_id() })
-                    } else {
-                        None
-                    };
+                    let reply = (beat == Beat::TestRequest).then(|| Frame::AppReply {
+                        id: self.take_id(),
+                        dialect,
+                    });
                     return Inbound {
                         consumed: true,
                         reply,
@@ -432,7 +510,7 @@ impl Heartbeat {
                         // No heartbeats will come: ask again after a delay
                         // (1, 2, 4 … s, at most the interval) and don't count
                         // the silence as misses meanwhile.
-                        let interval = Duration::from_secs(u64::from(interval_secs.max(10)));
+                        let interval = Duration::from_secs(u64::from(interval_secs));
                         let delay =
                             Duration::from_secs(1u64 << self.setup_failures.min(5)).min(interval);
                         self.setup_failures = self.setup_failures.saturating_add(1);
@@ -539,9 +617,10 @@ mod tests {
     #[test]
     fn deribit_sets_heartbeat_answers_test_request_and_counts_misses() {
         let mut hb = Heartbeat::new(HeartbeatConfig::deribit(10));
-        let Some(Frame::DeribitSetHeartbeat {
+        let Some(Frame::AppSetup {
             interval_secs: 10,
             id,
+            ..
         }) = hb.on_open(ms(0))
         else {
             panic!()
@@ -552,7 +631,7 @@ mod tests {
             br#"{"jsonrpc":"2.0","method":"heartbeat","params":{"type":"test_request"}}"#,
         );
         assert!(r.consumed);
-        assert!(matches!(r.reply, Some(Frame::DeribitTest { .. })));
+        assert!(matches!(r.reply, Some(Frame::AppReply { .. })));
         let r = hb.on_message(
             ms(10_001),
             br#"{"jsonrpc":"2.0","id":9000000000001,"result":"ok"}"#,
@@ -579,9 +658,10 @@ mod tests {
 
     fn setup_id(f: Option<Frame>) -> u64 {
         match f {
-            Some(Frame::DeribitSetHeartbeat {
+            Some(Frame::AppSetup {
                 id,
                 interval_secs: 10,
+                ..
             }) => id,
             f => panic!("{f:?}"),
         }

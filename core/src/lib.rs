@@ -12,18 +12,23 @@
 //!
 //! # The pieces
 //!
+//! - [`client`]: **the per-client machine** — one [`Connection`], its
+//!   [`session::Session`] and an exchange [`exchange::Protocol`]; what a driver
+//!   (the mio driver, the simulator, your own loop) runs per connection. Start there.
+//! - [`exchange`]: one module per exchange (`deribit`, `binance`): how its session
+//!   requests are rendered and answered, its error classes, rate limit and heartbeat.
 //! - [`connection`]: one client's lifecycle (`Idle → Connecting → Open →
 //!   Closing → Backoff → …`, ending `Stopped` or `Failed`), the hub the others plug into.
 //! - [`retry`]: the reconnect ladder: count, delay, multiplier, cap, seeded jitter, reset only after a healthy stretch.
 //! - [`error`]: one [`Error`] enum for every failure, split by [`Error::is_transient`]; [`SendError`] for refused sends.
 //! - [`exit`]: [`ExitReason`], how an incarnation ended: what a supervisor sees.
-//! - [`heartbeat`]: liveness strategies (WebSocket ping, Deribit `set_heartbeat`, custom) that declare a silent peer dead.
+//! - [`heartbeat`]: liveness strategies (WebSocket ping, an exchange's application heartbeat, custom) that declare a silent peer dead.
 //! - [`health`]: the [`Health`] snapshot (status, last heartbeat/data, failures, RTT) and [`Metrics`] counters.
 //! - [`rtt`]: a fixed window of round-trip times with min / p50 / p99.
 //! - [`supervisor`]: one-for-one OTP restart decisions with a restart intensity ("at most N in T").
-//! - [`session`]: on-open steps (authenticate, restore subscriptions in paced batches) and JSON-RPC request correlation.
+//! - [`session`]: on-open steps (authenticate, token refresh, after-auth steps, subscriptions confirmed per channel) and JSON-RPC request correlation.
 //! - [`requests`]: the fixed table of JSON-RPC ids in flight with their deadlines.
-//! - [`ratelimit`]: an exact integer token bucket with flat and Deribit cost functions.
+//! - [`ratelimit`]: exact integer token buckets (a shared pool and class pools) charged by a cost function.
 //! - [`frame`]: the frames the core sends on its own, rendered into a stack buffer.
 //! - [`json`]: an allocation-free, never-panicking JSON-RPC scanner (`id`, `method`, `params.type`, …).
 //! - [`rng`]: SplitMix64, the seeded PRNG behind the jitter (no global randomness).
@@ -31,7 +36,9 @@
 //!
 //! # The API shape
 //!
-//! In the style of `quinn-proto` and `str0m`:
+//! In the style of `quinn-proto` and `str0m` (shown here on the
+//! [`Connection`]; [`client::Client`] adds `poll_transmit` for session
+//! messages and documents the full call order):
 //!
 //! - `handle_*(now, epoch, …)` feeds an input in: the socket opened, a
 //!   message / pong / ping arrived, the socket failed or closed;

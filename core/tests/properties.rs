@@ -260,7 +260,8 @@ fn heartbeat(kind: Kind, interval_ms: u64, timeout_ms: u64, threshold: u32) -> H
     let (interval, timeout) = (ms(interval_ms), ms(timeout_ms));
     let strategy = match kind {
         Kind::Ping => Hb::Ping { interval, timeout },
-        Kind::Deribit => Hb::Deribit {
+        Kind::Deribit => Hb::Application {
+            dialect: &zenws_core::exchange::deribit::DIALECT,
             interval_secs: (interval_ms / 1_000) as u32,
             grace: timeout,
         },
@@ -314,12 +315,12 @@ fn silent_peer(
                     let answer = match frame {
                         Frame::Ping { token } => Some(Delivery::Pong(token)),
                         Frame::Custom { .. } => Some(Delivery::Reply),
-                        Frame::DeribitSetHeartbeat { interval_secs, .. } => {
+                        Frame::AppSetup { interval_secs, .. } => {
                             server_interval = Duration::from_secs(u64::from(interval_secs));
                             server_next = Some(now + server_interval);
                             None
                         }
-                        Frame::DeribitTest { .. } => None,
+                        Frame::AppReply { .. } => None,
                     };
                     if let Some(d) = answer {
                         seq += 1;

@@ -255,7 +255,8 @@ fn half_open_detected_by_deribit_heartbeat() {
     sup.set_clock(Box::new(clock.clone()));
     let mut cfg = resilient();
     cfg.connection.heartbeat = HeartbeatConfig::default()
-        .with_strategy(Strategy::Deribit {
+        .with_strategy(Strategy::Application {
+            dialect: &zenws_core::exchange::deribit::DIALECT,
             interval_secs: 10,
             grace: Duration::from_secs(1),
         })

@@ -101,7 +101,8 @@ fn config(b: &mut Bytes) -> ConnectionConfig {
     let strategy = match b.u8() % 4 {
         0 => Strategy::None,
         1 => Strategy::Ping { interval, timeout },
-        2 => Strategy::Deribit {
+        2 => Strategy::Application {
+            dialect: &zenws_core::exchange::deribit::DIALECT,
             interval_secs: u32::from(b.u8() % 20),
             grace: timeout,
         },

@@ -24,7 +24,7 @@
 
 use super::{result_lists, write_escaped, write_list, AuthAnswer, ChannelKind, ErrorClass, Grant};
 use super::{Protocol, Request};
-use crate::heartbeat::HeartbeatConfig;
+use crate::heartbeat::{Beat, Dialect, HeartbeatConfig};
 use crate::json::{self, JsonRpcView};
 use crate::ratelimit::{Costs, LimitClass, RateLimit};
 use core::fmt;
@@ -212,11 +212,31 @@ pub fn classify(code: i64) -> ErrorClass {
     }
 }
 
+/// Deribit's application-heartbeat dialect: `public/set_heartbeat`,
+/// `heartbeat` notifications, `public/test` for each `test_request`.
+pub static DIALECT: Dialect = Dialect {
+    name: "deribit",
+    min_interval_secs: 10,
+    setup: render_set_heartbeat,
+    classify: classify_heartbeat,
+    reply: render_test,
+};
+
 /// The application heartbeat Deribit expects: `public/set_heartbeat` with
 /// `interval_secs` (minimum 10) after every open, `public/test` for every
-/// `test_request`.
+/// `test_request`; a miss after `interval + 5 s` of silence.
 pub const fn heartbeat(interval_secs: u32) -> HeartbeatConfig {
-    HeartbeatConfig::deribit(interval_secs)
+    HeartbeatConfig::application(interval_secs, Duration::from_secs(5), &DIALECT)
+}
+
+fn classify_heartbeat(view: &JsonRpcView<'_>) -> Beat {
+    if is_test_request(view) {
+        Beat::TestRequest
+    } else if is_heartbeat(view) {
+        Beat::Alive
+    } else {
+        Beat::Other
+    }
 }
 
 /// Whether a message is Deribit's `heartbeat` notification (either type).

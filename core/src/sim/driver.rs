@@ -265,7 +265,8 @@ fn draw_heartbeat(rng: &mut Rng) -> HeartbeatConfig {
                 }
             }
         }
-        _ => Strategy::Deribit {
+        _ => Strategy::Application {
+            dialect: &crate::exchange::deribit::DIALECT,
             interval_secs: rng.in_range(10, 30) as u32,
             grace: between(rng, Duration::from_secs(1), Duration::from_secs(5)),
         },
@@ -452,7 +453,7 @@ impl World {
                 Kind::User,
             );
             let deribit_interval = match heartbeat.strategy {
-                Strategy::Deribit { interval_secs, .. } => {
+                Strategy::Application { interval_secs, .. } => {
                     Some(Duration::from_secs(u64::from(interval_secs.max(10))))
                 }
                 _ => None,
@@ -943,7 +944,7 @@ impl World {
                         "c{i}: Send on e{epoch}, which is not open or already closing"
                     ));
                 }
-                if matches!(frame, Frame::DeribitTest { .. }) {
+                if matches!(frame, Frame::AppReply { .. }) {
                     c.expect_test_reply = false;
                 }
                 let e = frame.encode();

@@ -367,7 +367,7 @@ pub const TOKEN_SPAN: usize = 1 << 24;
 ///     while let Some(ev) = sup.poll_event() {
 ///         match ev {
 ///             ClientEvent::Opened { .. } => sup.send_text(id, "hello").unwrap(),
-///             ClientEvent::Message { message, .. } => println!("{message:?}"),
+///             ClientEvent::Message { message, .. } => println!("{:?}", message.as_text()),
 ///             other => eprintln!("{other:?}"),
 ///         }
 ///     }

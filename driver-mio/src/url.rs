@@ -137,8 +137,16 @@ pub fn redact(url: &str) -> String {
     let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let mut out = String::with_capacity(url.len());
     out.push_str(scheme);
-    out.push_str(host);
-    out.push_str(path);
+    if !authority.contains('@') && rest.contains('@') && Target::parse(url).is_err() {
+        // Not a URL we accept, with an `@`: a raw `/` or `?` in a password
+        // (`user:pa/ss@host`) would show part of it as a "path" or keep it
+        // before the query, so neither host nor path is shown. (A URL we
+        // accept has no userinfo: an `@` there is in its path or query.)
+        out.push_str("<redacted>");
+    } else {
+        out.push_str(host);
+        out.push_str(path);
+    }
     match secret.as_bytes().first() {
         Some(b'?') => out.push_str("?<redacted>"),
         Some(b'#') => out.push_str("#<redacted>"),
@@ -391,6 +399,8 @@ mod tests {
             ("ws://user:pw@h/p?token=s3cr3t", "ws://h/p?<redacted>"),
             ("wss://h:1/a#frag", "wss://h:1/a#<redacted>"),
             ("ws://a@b@h?k", "ws://h?<redacted>"),
+            ("wss://user:pa/ss@host/", "wss://<redacted>"),
+            ("wss://u:p/a?b@h/x?t", "wss://<redacted>?<redacted>"),
             ("http://h/x?y", "http://h/x?<redacted>"),
             ("garbage?secret", "garbage?<redacted>"),
             // A `://` after the query or inside the userinfo is no scheme.

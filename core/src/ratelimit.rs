@@ -280,6 +280,21 @@ impl Buckets {
         msg: &[u8],
     ) -> Result<(), Duration> {
         let costs = (limit.cost)(msg);
+        // The common cases: one pool charges the message (no rollback).
+        match costs {
+            [c, 0, 0] => return self.shared.try_acquire(now, c),
+            [0, c, 0] => {
+                return self.classes[0]
+                    .as_mut()
+                    .map_or(Ok(()), |b| b.try_acquire(now, c))
+            }
+            [0, 0, c] => {
+                return self.classes[1]
+                    .as_mut()
+                    .map_or(Ok(()), |b| b.try_acquire(now, c))
+            }
+            _ => {}
+        }
         let before = *self;
         let mut wait = Duration::ZERO;
         for (k, cost) in costs.into_iter().enumerate() {

@@ -30,7 +30,9 @@
 //! appear in logs, `Debug`, `Display`, errors or events.
 //! DNS runs on a small pool of background threads (IP literals, `localhost`
 //! and pinned hosts resolve inline), so the loop never blocks on a resolver;
-//! every resolved address is tried in turn ([`Resolve`] and
+//! the resolved addresses are raced as Happy Eyeballs does (RFC 8305:
+//! families interleaved, the next address started beside the others when
+//! one has not connected within 250 ms; [`Resolve`] and
 //! [`ClientSupervisor::set_resolver`] plug in your own resolution, e.g. a
 //! [`PinnedResolver`]).
 //!

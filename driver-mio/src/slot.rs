@@ -53,7 +53,7 @@ pub(crate) struct Slot {
     pub tcfg: Arc<TransportConfig>,
     pub client: DriverClient,
     pub transport: Option<Transport>,
-    /// The connection attempt: DNS lookup, addresses left to try.
+    /// The connection attempt: DNS lookup, addresses racing and left to try.
     pub dial: Dial,
     /// The deadline currently in the timer heap.
     pub deadline: Option<Instant>,
@@ -302,7 +302,9 @@ impl Slot {
         }
     }
 
-    fn drop_transport(&mut self, registry: &Registry) {
+    /// Drop the transport and any attempts racing it.
+    pub(crate) fn drop_transport(&mut self, registry: &Registry) {
+        self.dial_stop(registry);
         if let Some(mut t) = self.transport.take() {
             t.abort(registry);
         }
@@ -320,6 +322,8 @@ impl Slot {
                 }
             }
             Action::Close { epoch, code } if epoch == self.client.epoch() => {
+                // Still connecting: the attempts racing it end too.
+                self.dial_stop(ctx.registry);
                 if let Some(t) = self.transport.as_mut() {
                     t.close(ctx.registry, code, "");
                 }
@@ -340,6 +344,10 @@ impl Slot {
         ctx: &mut Ctx<'_>,
     ) {
         let epoch = self.client.epoch();
+        if self.dialing(epoch) {
+            // Addresses racing (RFC 8305): every attempt is driven.
+            return self.dial_ready(now, epoch, readable, writable, ctx);
+        }
         let Slot {
             id,
             owner,
@@ -366,17 +374,47 @@ impl Slot {
             end: None,
         };
         t.handle_event_into(ctx.registry, readable, writable, &mut sink);
-        match sink.end.take() {
+        let end = sink.end.take();
+        self.on_end(now, epoch, end, ctx);
+    }
+
+    /// Drive `t`, a transport taken out of this slot (a racing attempt),
+    /// feeding what it decodes to the machine; returns its end event.
+    pub(crate) fn pump(
+        &mut self,
+        t: &mut Transport,
+        now: Instant,
+        epoch: Epoch,
+        readable: bool,
+        writable: bool,
+        ctx: &mut Ctx<'_>,
+    ) -> Option<TransportEvent> {
+        let mut sink = Sink {
+            slot: self.core(),
+            now,
+            epoch,
+            events: ctx.events,
+            end: None,
+        };
+        t.handle_event_into(ctx.registry, readable, writable, &mut sink);
+        sink.end
+    }
+
+    /// The slot's transport ended with `end` (if it did).
+    pub(crate) fn on_end(
+        &mut self,
+        now: Instant,
+        epoch: Epoch,
+        end: Option<TransportEvent>,
+        ctx: &mut Ctx<'_>,
+    ) {
+        match end {
             Some(TransportEvent::Closed { code, reason }) => {
                 self.detail = reason;
                 self.drop_transport(ctx.registry);
                 self.client.handle_closed(now, epoch, code);
             }
             Some(TransportEvent::Failed { error, detail }) => {
-                // Before the TCP connection was up: the next address, if any.
-                if self.dial_failed(now, epoch, error, &detail, ctx) {
-                    return;
-                }
                 self.detail = detail;
                 self.drop_transport(ctx.registry);
                 self.client.handle_error(now, epoch, error);
@@ -440,8 +478,12 @@ impl Slot {
         }
     }
 
-    /// The earliest deadline of this slot's machine.
+    /// The earliest deadline of this slot: its machine's, or the timer of
+    /// its address race (see [`crate::dial`]).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.client.poll_timeout()
+        match (self.client.poll_timeout(), self.dial.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }

@@ -984,6 +984,8 @@ impl ClientSupervisor {
                 self.inbox.set_held(slot.owner, true);
                 continue;
             }
+            let mut ctx = ctx!(self);
+            slot.dial_timeout(now, &mut ctx); // the address race's timer (RFC 8305)
             slot.client.handle_timeout(now);
             self.drive(key, now);
         }
@@ -1173,9 +1175,7 @@ impl ClientSupervisor {
 
     fn remove(&mut self, key: usize, reason: ExitReason) {
         let mut slot = self.slots.remove(key);
-        if let Some(mut t) = slot.transport.take() {
-            t.abort(&self.registry);
-        }
+        slot.drop_transport(&self.registry);
         if let (Some(r), Some(lookup)) = (self.resolver.as_mut(), slot.dial.lookup()) {
             r.cancel(lookup); // a stopped client's lookup reaches nobody
         }

@@ -748,8 +748,15 @@ impl ClientSupervisor {
     }
 
     /// Send a JSON-RPC request (text with an integer `"id"`) and track it:
-    /// its response yields [`ClientEvent::RequestResolved`], silence
+    /// its response yields [`ClientEvent::RequestResolved`] (or
+    /// [`ClientEvent::RequestError`] for an error answer), silence
     /// [`ClientEvent::RequestTimedOut`], a disconnect [`ClientEvent::RequestFailed`].
+    ///
+    /// Ids from 9,000,000,000,000 up are reserved for the client's own
+    /// requests (session, heartbeat) and refused here
+    /// ([`next_request_id`](Self::next_request_id) gives free ones); a raw
+    /// [`send_text`](Self::send_text) with such an id is not checked, and
+    /// its answer is taken for the client's own and not delivered.
     pub fn request(&mut self, id: ClientId, text: impl Into<String>) -> Result<u64, Error> {
         let text = text.into();
         let rid = zenws_core::json::scan(text.as_bytes())

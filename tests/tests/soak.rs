@@ -1,5 +1,5 @@
 //! The soak test (issue 11, item 9): many supervised connections through
-//! the fault proxy for minutes of random faults (resets, stalls, closes,
+//! fault proxies for minutes of random faults (resets, stalls, closes,
 //! garbage, truncated frames, refused connects, server restarts, floods),
 //! every client sending numbered messages to an echo server. Then:
 //!
@@ -11,12 +11,22 @@
 //! - **recovery:** every client is open and healthy again once the faults
 //!   stop.
 //!
+//! The clients are spread over fault proxies (50 each) and a network fault
+//! hits one proxy at a time, as a flaky link or middlebox would; server
+//! restarts and floods hit everyone. Garbage and truncated frames are
+//! protocol violations, which fail a client for good by design (no retry
+//! storm against a broken peer): the clients are `Permanent` children, so
+//! the supervisor restarts them, within a restart intensity sized for one
+//! proxy's worth at once (at most 60 restarts a second). The servers run in
+//! a child process, so the RSS measured is the client's alone.
+//!
 //! Not part of `scripts/test.sh` (it runs for minutes): `scripts/soak.sh`,
 //! with `SOAK_CONNS` (default 1000) and `SOAK_SECS` (default 600).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use zenws_core::retry::RetryCount;
+use zenws_core::supervisor::{RestartIntensity, RestartType, SupervisorConfig};
 use zenws_core::HealthStatus;
 use zenws_core::HeartbeatConfig;
 use zenws_mio::{ClientConfig, ClientEvent, ClientId, ClientSupervisor};
@@ -136,14 +146,97 @@ impl Soak {
     }
 }
 
+/// Clients behind one fault proxy.
+const PER_PROXY: usize = 50;
+
+/// The servers' side, in a child process (`SOAK_ROLE=servers`): an echo
+/// server and `n` fault proxies in front of it, driven by commands on stdin,
+/// so that the RSS the test measures is the client's alone.
+fn serve(n: usize) {
+    use std::io::BufRead;
+    let echo = EchoServer::plain().unwrap();
+    let proxies: Vec<FaultProxy> = (0..n)
+        .map(|_| FaultProxy::start(echo.addr()).unwrap())
+        .collect();
+    let ports: Vec<String> = proxies
+        .iter()
+        .map(|p| p.addr().port().to_string())
+        .collect();
+    println!("SOAK-READY {}", ports.join(" "));
+    for line in std::io::stdin().lock().lines() {
+        let line = line.unwrap_or_default();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["mode", i, mode, arg] => {
+                let arg: u64 = arg.parse().unwrap_or(0);
+                let mode = match *mode {
+                    "reset" => ProxyMode::Reset,
+                    "stall" => ProxyMode::Blackhole,
+                    "close" => ProxyMode::Close,
+                    "garbage" => ProxyMode::InjectGarbage,
+                    "truncate" => ProxyMode::TruncateAfter(arg as usize),
+                    "refuse" => ProxyMode::Refuse,
+                    "delay" => ProxyMode::Delay(Duration::from_millis(arg)),
+                    _ => ProxyMode::PassThrough,
+                };
+                let i: usize = i.parse().unwrap_or(0);
+                if i == usize::MAX || *words.get(1).unwrap_or(&"") == "all" {
+                    proxies.iter().for_each(|p| p.set_mode(mode.clone()));
+                } else if let Some(p) = proxies.get(i) {
+                    p.set_mode(mode);
+                }
+            }
+            ["restart"] => echo.restart().unwrap(),
+            ["flood"] => {
+                for k in 0..50 {
+                    echo.broadcast_text(&format!("flood:{k}"));
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
 #[test]
 #[ignore = "minutes long: run with scripts/soak.sh"]
 fn soak() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
     let conns = env("SOAK_CONNS", 1000) as usize;
+    let nproxies = conns.div_ceil(PER_PROXY);
+    if std::env::var("SOAK_ROLE").as_deref() == Ok("servers") {
+        return serve(nproxies);
+    }
     let secs = env("SOAK_SECS", 600);
     let mut rng = Rng(env("SOAK_SEED", 0x5eed_50a4) | 1);
-    let echo = EchoServer::plain().unwrap();
-    let proxy = FaultProxy::start(echo.addr()).unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "soak",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SOAK_ROLE", "servers")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut control = child.stdin.take().unwrap();
+    let ports: Vec<u16> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.split_once("SOAK-READY ").map(|(_, p)| {
+                p.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
+        })
+        .expect("the servers' process starts");
+    let mut send = |cmd: String| {
+        let _ = writeln!(control, "{cmd}");
+    };
 
     let mut config = ClientConfig::default();
     config.connection.retry.retry_count = RetryCount::Infinite;
@@ -151,16 +244,19 @@ fn soak() {
     config.connection.retry.max_backoff = Duration::from_secs(5);
     config.connection.heartbeat =
         HeartbeatConfig::ping(Duration::from_secs(2), Duration::from_secs(1));
+    config.restart = RestartType::Permanent;
+    let sup_config = SupervisorConfig::default()
+        .with_intensity(RestartIntensity::new(60, Duration::from_secs(1)))
+        .with_restart_delay(Duration::from_secs(2));
     let mut soak = Soak {
-        sup: ClientSupervisor::new().unwrap(),
+        sup: ClientSupervisor::with_config(sup_config).unwrap(),
         ledgers: HashMap::new(),
         totals: Totals::default(),
     };
     let ids: Vec<ClientId> = (0..conns)
-        .map(|_| {
-            soak.sup
-                .start_client(&proxy.url("/soak"), config.clone())
-                .unwrap()
+        .map(|i| {
+            let url = format!("ws://127.0.0.1:{}/soak", ports[i / PER_PROXY]);
+            soak.sup.start_client(&url, config.clone()).unwrap()
         })
         .collect();
 
@@ -180,9 +276,9 @@ fn soak() {
         }
     }
     let rss_warm = rss_kib();
-    eprintln!("soak: {conns} connections open, RSS after warm-up {rss_warm} KiB");
+    eprintln!("soak: {conns} connections open, client RSS after warm-up {rss_warm} KiB");
 
-    // Faults.
+    // Faults: a network fault hits one proxy (50 clients) at a time.
     let end = Instant::now() + Duration::from_secs(secs);
     let mut next_fault = Instant::now();
     let mut next_round = Instant::now();
@@ -190,56 +286,36 @@ fn soak() {
     while Instant::now() < end {
         let now = Instant::now();
         if heal_at.is_some_and(|t| now >= t) {
-            proxy.set_mode(ProxyMode::PassThrough);
+            send("mode all pass 0".into());
             heal_at = None;
         }
         if now >= next_fault {
+            let p = rng.below(nproxies as u64);
             let (name, hold) = match rng.below(10) {
-                0 => {
-                    proxy.set_mode(ProxyMode::Reset);
-                    ("reset", 1)
-                }
-                1 => {
-                    proxy.set_mode(ProxyMode::Blackhole);
-                    ("stall", 4)
-                }
-                2 => {
-                    proxy.set_mode(ProxyMode::Close);
-                    ("close", 1)
-                }
-                3 => {
-                    proxy.set_mode(ProxyMode::InjectGarbage);
-                    ("garbage", 1)
-                }
-                4 => {
-                    proxy.set_mode(ProxyMode::TruncateAfter(rng.below(200) as usize));
-                    ("truncate", 1)
-                }
-                5 => {
-                    proxy.set_mode(ProxyMode::Refuse);
-                    ("refuse", 2)
-                }
-                6 => {
-                    proxy.set_mode(ProxyMode::Delay(Duration::from_millis(100)));
-                    ("delay", 3)
-                }
-                7 => {
-                    echo.restart().unwrap();
-                    ("server_restart", 0)
-                }
-                8 => {
-                    for k in 0..50 {
-                        echo.broadcast_text(&format!("flood:{k}"));
-                    }
-                    ("flood", 0)
-                }
+                0 => ("reset", 1),
+                1 => ("stall", 4),
+                2 => ("close", 1),
+                3 => ("garbage", 1),
+                4 => ("truncate", 1),
+                5 => ("refuse", 2),
+                6 => ("delay", 3),
+                7 => ("server_restart", 0),
+                8 => ("flood", 0),
                 _ => ("none", 0),
             };
+            match name {
+                "server_restart" => send("restart".into()),
+                "flood" => send("flood".into()),
+                "none" => {}
+                "truncate" => send(format!("mode {p} truncate {}", rng.below(200))),
+                "delay" => send(format!("mode {p} delay 100")),
+                mode => send(format!("mode {p} {mode} 0")),
+            }
             *soak.totals.faults.entry(name).or_default() += 1;
             if hold > 0 {
                 heal_at = Some(now + Duration::from_secs(hold));
             }
-            next_fault = now + Duration::from_secs(5 + rng.below(10));
+            next_fault = now + Duration::from_secs(2 + rng.below(4));
         }
         if now >= next_round {
             soak.send_round(&ids);
@@ -249,7 +325,7 @@ fn soak() {
     }
 
     // Heal and settle: every client open and healthy, the last sends echoed.
-    proxy.set_mode(ProxyMode::PassThrough);
+    send("mode all pass 0".into());
     let settle_end = Instant::now() + Duration::from_secs(60);
     let mut healthy = 0;
     while Instant::now() < settle_end {
@@ -306,6 +382,8 @@ fn soak() {
     );
     assert_eq!(t.failed_clients, 0, "no client may give up");
     assert_eq!(healthy, conns, "every client healthy after the faults stop");
+    send("quit".into());
+    let _ = child.wait();
     assert!(
         rss_end * 10 <= rss_warm * 11,
         "RSS grew more than 10 %: {rss_warm} -> {rss_end} KiB"

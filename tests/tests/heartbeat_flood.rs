@@ -8,7 +8,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use zenws_core::exchange::deribit::{self, Deribit};
 use zenws_mio::{ClientConfig, ClientEvent, ClientSupervisor};
-use zenws_tests::deribit::DeribitServer;
+use zenws_tests::deribit::{DeribitOptions, DeribitServer, RateLimit};
 
 fn captured() -> &'static Mutex<Vec<String>> {
     static LOG: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
@@ -62,7 +62,18 @@ fn a_burst_of_test_requests_is_answered_without_log_floods() {
     log::set_logger(&LOGGER).unwrap();
     log::set_max_level(log::LevelFilter::Warn);
 
-    let server = DeribitServer::plain().unwrap();
+    // The server's credit limit is not under test here: every `public/test`
+    // costs credits, and how many go out depends on how the burst is split
+    // into reads.
+    let server = DeribitServer::start(DeribitOptions {
+        rate_limit: RateLimit {
+            cost: 1,
+            max_credits: 1_000_000,
+            refill_per_sec: 1_000_000,
+        },
+        ..DeribitOptions::default()
+    })
+    .unwrap();
     let mut config = ClientConfig::default().protocol(Deribit::public());
     config.connection.heartbeat = deribit::heartbeat(10);
     let mut sup = ClientSupervisor::new().unwrap();

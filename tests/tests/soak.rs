@@ -11,13 +11,13 @@
 //! - **recovery:** every client is open and healthy again once the faults
 //!   stop.
 //!
-//! The clients are spread over fault proxies (50 each) and a network fault
+//! The clients are spread over fault proxies (25 each) and a network fault
 //! hits one proxy at a time, as a flaky link or middlebox would; server
 //! restarts and floods hit everyone. Garbage and truncated frames are
 //! protocol violations, which fail a client for good by design (no retry
 //! storm against a broken peer): the clients are `Permanent` children, so
 //! the supervisor restarts them, within a restart intensity sized for one
-//! proxy's worth at once (at most 60 restarts a second). The servers run in
+//! proxy's worth at once (at most 64 restarts a second). The servers run in
 //! a child process, so the RSS measured is the client's alone.
 //!
 //! Not part of `scripts/test.sh` (it runs for minutes): `scripts/soak.sh`,
@@ -118,9 +118,15 @@ impl Soak {
                 }
                 ClientEvent::Reconnecting { .. } => self.totals.reconnects += 1,
                 ClientEvent::Restarted { .. } => self.totals.restarts += 1,
-                ClientEvent::Failed { .. } | ClientEvent::BudgetExhausted { .. } => {
-                    self.totals.failed_clients += 1
+                ClientEvent::Failed { id, .. } | ClientEvent::Stopped { id } => {
+                    // The sender is told: what was in flight failed with it.
+                    self.totals.failed_clients += 1;
+                    let l = self.ledgers.entry(id).or_default();
+                    l.open = false;
+                    l.reported_failed += l.outstanding.len() as u64;
+                    l.outstanding.clear();
                 }
+                ClientEvent::BudgetExhausted { .. } => self.totals.failed_clients += 1,
                 _ => {}
             }
         }
@@ -147,7 +153,7 @@ impl Soak {
 }
 
 /// Clients behind one fault proxy.
-const PER_PROXY: usize = 50;
+const PER_PROXY: usize = 25;
 
 /// The servers' side, in a child process (`SOAK_ROLE=servers`): an echo
 /// server and `n` fault proxies in front of it, driven by commands on stdin,
@@ -246,7 +252,7 @@ fn soak() {
         HeartbeatConfig::ping(Duration::from_secs(2), Duration::from_secs(1));
     config.restart = RestartType::Permanent;
     let sup_config = SupervisorConfig::default()
-        .with_intensity(RestartIntensity::new(60, Duration::from_secs(1)))
+        .with_intensity(RestartIntensity::new(64, Duration::from_secs(1)))
         .with_restart_delay(Duration::from_secs(2));
     let mut soak = Soak {
         sup: ClientSupervisor::with_config(sup_config).unwrap(),
@@ -268,7 +274,17 @@ fn soak() {
             break;
         }
     }
-    for _ in 0..5 {
+    // One of each kind of load first (a flood, a reset and a garbage fault
+    // on one proxy each), so that buffers that grow once to their working
+    // size (the per-thread read and frame buffers) are in the baseline.
+    for round in 0..10 {
+        match round {
+            1 => send("flood".into()),
+            2 => send("mode 0 reset 0".into()),
+            3 => send("mode 1 garbage 0".into()),
+            4 => send("mode all pass 0".into()),
+            _ => {}
+        }
         soak.send_round(&ids);
         let t = Instant::now() + Duration::from_secs(1);
         while Instant::now() < t {
@@ -278,7 +294,7 @@ fn soak() {
     let rss_warm = rss_kib();
     eprintln!("soak: {conns} connections open, client RSS after warm-up {rss_warm} KiB");
 
-    // Faults: a network fault hits one proxy (50 clients) at a time.
+    // Faults: a network fault hits one proxy (25 clients) at a time.
     let end = Instant::now() + Duration::from_secs(secs);
     let mut next_fault = Instant::now();
     let mut next_round = Instant::now();

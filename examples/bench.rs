@@ -1,4 +1,4 @@
-//! bench: zenws-mio's side of the perf kit (/work/shared/perf).
+//! bench: zenws-mio's side of the performance comparison (baselines in scripts/bench/baselines).
 //!
 //! Same flags and the same one-line JSON as the kit's `wsbench`, every field
 //! computed the same way (see the kit's `src/common.rs`): latency from send

@@ -506,11 +506,12 @@ impl<P: Protocol, const SUBS: usize, const CHAN: usize, const REQS: usize>
     fn observe(&mut self, e: Event) {
         match e {
             Event::Opened { epoch } if self.session.is_some() || self.protocol.authenticates() => {
-                if self.session.is_none() {
-                    self.session = Some(stored(Session::new(self.session_config)));
-                }
+                let now = self.last_now;
+                // `on_open` ignores a second call for the same socket (a
+                // session just created here has started on it already).
+                self.session_mut();
                 if let Some(s) = self.session.as_deref_mut() {
-                    s.on_open(self.last_now, epoch, &self.protocol);
+                    s.on_open(now, epoch, &self.protocol);
                 }
             }
             Event::Disconnected { .. } | Event::Exited(_) => {

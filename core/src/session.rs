@@ -1134,12 +1134,10 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
                             code: Some(code),
                         });
                     }
-                    (class, _) => {
-                        let delay = self.retry;
-                        self.retry = self.retry.saturating_mul(2).min(Duration::from_secs(30));
-                        // A rate limit also holds the client until the
-                        // credits refill (the `RateLimited` event).
-                        let _ = class;
+                    // A rate limit also holds the client until the credits
+                    // refill (the `RateLimited` event).
+                    (_, _) => {
+                        let delay = self.next_retry_delay();
                         self.phase = Phase::Auth {
                             at: now + delay,
                             refresh: refresh && self.authenticated,
@@ -1194,13 +1192,7 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
                 self.channels
                     .retain(|c| c.state != ChanState::Leaving(u64::MAX));
                 if class.is_some_and(|c| c != ErrorClass::Fatal) {
-                    let delay = self.retry;
-                    self.retry = self.retry.saturating_mul(2).min(Duration::from_secs(30));
-                    if let Phase::Subscribing { at } = self.phase {
-                        self.phase = Phase::Subscribing {
-                            at: at.max(now + delay),
-                        };
-                    }
+                    self.defer_subscribing(now);
                 }
                 self.check_restored();
             }
@@ -1213,16 +1205,28 @@ impl<const SUBS: usize, const CHAN: usize, const REQS: usize> Session<SUBS, CHAN
                             c.state = ChanState::Leaving(0);
                         }
                     }
-                    let delay = self.retry;
-                    self.retry = self.retry.saturating_mul(2).min(Duration::from_secs(30));
-                    if let Phase::Subscribing { at } = self.phase {
-                        self.phase = Phase::Subscribing {
-                            at: at.max(now + delay),
-                        };
-                    }
+                    self.defer_subscribing(now);
                 }
                 _ => self.channels.retain(|c| c.state != ChanState::Leaving(id)),
             },
+        }
+    }
+
+    /// The delay before retrying a transient failure, doubling (at most
+    /// 30 s) until an authentication succeeds.
+    fn next_retry_delay(&mut self) -> Duration {
+        let delay = self.retry;
+        self.retry = self.retry.saturating_mul(2).min(Duration::from_secs(30));
+        delay
+    }
+
+    /// A transient subscribe/unsubscribe failure: the next batch waits.
+    fn defer_subscribing(&mut self, now: Instant) {
+        let delay = self.next_retry_delay();
+        if let Phase::Subscribing { at } = self.phase {
+            self.phase = Phase::Subscribing {
+                at: at.max(now + delay),
+            };
         }
     }
 
